@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up
+# its own virtual environment (.venv) on first use and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.finetunekit-installed
+
+.PHONY: demo test lint format benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,demo]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,58 @@
+"""finetunekit: fine-tune pretrained Keras models in five composable steps.
+
+Example:
+    >>> import finetunekit as ftk
+    >>> "vgg16" in ftk.Backbone.available()
+    True
+"""
+
+from finetunekit.backbones import Backbone
+from finetunekit.data import DatasetAdapter
+from finetunekit.errors import (
+    ArgumentTypeError,
+    BackboneError,
+    ConfigError,
+    DataError,
+    EvaluationError,
+    FineTuneError,
+    HeadError,
+    InputShapeError,
+    LabelError,
+    LoadError,
+    TrainerError,
+    UnknownBackboneError,
+    WeightsError,
+)
+from finetunekit.evaluation import EvaluationReport, Evaluator
+from finetunekit.heads import HeadReplacer
+from finetunekit.pipeline import FineTuner
+from finetunekit.result import FineTuneResult, load
+from finetunekit.training import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentTypeError",
+    "Backbone",
+    "BackboneError",
+    "ConfigError",
+    "DataError",
+    "DatasetAdapter",
+    "EvaluationError",
+    "EvaluationReport",
+    "Evaluator",
+    "FineTuneError",
+    "FineTuneResult",
+    "FineTuner",
+    "HeadError",
+    "HeadReplacer",
+    "InputShapeError",
+    "LabelError",
+    "LoadError",
+    "Trainer",
+    "TrainerError",
+    "UnknownBackboneError",
+    "WeightsError",
+    "__version__",
+    "load",
+]

@@ -1,0 +1,668 @@
+"""Step 2: ``Backbone``, the pretrained network to start from."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from finetunekit.backbones import registry
+from finetunekit.backbones.layers import ImageInputAdapter, ImagePreprocess
+from finetunekit.errors import (
+    ArgumentTypeError,
+    BackboneError,
+    ConfigError,
+    DataError,
+    InputShapeError,
+    UnknownBackboneError,
+    WeightsError,
+    format_error,
+)
+
+__all__ = ["Backbone", "BuiltBackbone", "INPUT_RANGES"]
+
+INPUT_RANGES = ("auto", "0-255", "0-1", "-1-1", "none")
+_RANGE_TO_AFFINE = {  # maps a raw range to 0-255: x * scale + offset
+    "0-255": (1.0, 0.0),
+    "0-1": (255.0, 0.0),
+    "-1-1": (127.5, 127.5),
+    "none": (1.0, 0.0),
+}
+_WEIGHT_SUFFIXES = (".h5", ".keras", ".weights.h5", ".hdf5")
+
+
+@dataclass
+class BuiltBackbone:
+    """What :meth:`Backbone.build` returns (internal to the pipeline).
+
+    Attributes:
+        features: the symbolic feature tensor (backbone output).
+        model: the backbone as a nested ``keras.Model`` named ``"backbone"``.
+        info: facts about the adaptation (input size, range, preprocessing).
+    """
+
+    features: Any
+    model: keras.Model
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def keras_cache_dir() -> str:
+    """Returns the folder where Keras caches downloaded application weights."""
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(base, "models")
+
+
+class Backbone:
+    """A pretrained network whose features the new head is trained on.
+
+    The constructor only validates and stores its arguments; the network (and
+    its weights) is created when the pipeline builds the model in ``fit``.
+
+    Args:
+        name: a ``keras.applications`` model name, case- and
+            underscore-insensitive (``"vgg16"``, ``"ResNet50"``,
+            ``"mobilenet_v3_small"``). See :meth:`available`.
+        weights: ``"imagenet"`` (Keras cache or download), ``None`` (random
+            initialisation) or the path of a local weights file for the
+            model without its top (``include_top=False``).
+        input_shape: the backbone's input ``(height, width, 3)``; raw inputs
+            of any size are resized to it inside the model. Defaults to the
+            application's default size (e.g. 224x224).
+        input_range: value range of the raw inputs: ``"auto"`` (integers are
+            taken as 0-255; floats within [0, 1] as 0-1, within [-1, 1] as
+            -1-1, else 0-255), ``"0-255"``, ``"0-1"`` or ``"-1-1"``.
+
+    Example:
+        >>> import finetunekit as ftk
+        >>> bb = ftk.Backbone("mobilenet_v3_small", weights=None, input_shape=(32, 32, 3))
+        >>> bb.name
+        'mobilenet_v3_small'
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weights: str | None = "imagenet",
+        input_shape: tuple[int, int, int] | None = None,
+        *,
+        input_range: str = "auto",
+    ) -> None:
+        if not isinstance(name, str):
+            raise ArgumentTypeError(
+                format_error(
+                    "Backbone name must be a string",
+                    expected="a keras.applications model name such as 'vgg16'",
+                    received={"name": name},
+                    fix="Use Backbone.from_model(model) for a Keras model object",
+                )
+            )
+        spec = registry.lookup(name)
+        if spec is None:
+            close = registry.suggest(name)
+            hint = f"Did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            raise UnknownBackboneError(
+                format_error(
+                    f"Unknown backbone {name!r}",
+                    expected="one of finetunekit.Backbone.available()",
+                    received={"name": name},
+                    fix=f"{hint}See Backbone.available() for all {len(registry.available())} names",
+                )
+            )
+        self._spec: registry.BackboneSpec | None = spec
+        self._kind = "application"
+        self.name = spec.name
+        self.weights = _check_weights(weights)
+        self.input_shape = _check_input_shape(input_shape, spec, self.weights)
+        self.input_range = _check_range(input_range)
+        self.feature_layer: str | None = None
+        self._model: keras.Model | None = None
+        self._path: str | None = None
+
+    # ------------------------------------------------------------------ other sources
+    @classmethod
+    def from_model(
+        cls,
+        model: keras.Model,
+        *,
+        feature_layer: str | None = None,
+        input_range: str = "none",
+    ) -> Backbone:
+        """Uses a Keras model the user pretrained as the backbone.
+
+        Its features are the output of ``feature_layer``; by default the input
+        of its last layer when that layer is a ``Dense`` classifier (the
+        penultimate representation), otherwise the model's output. The model
+        is cloned when the pipeline builds, so re-running ``fit`` always starts
+        from the weights given here.
+
+        Args:
+            model: a built Keras model (functional or Sequential with an Input).
+            feature_layer: name of the layer whose output are the features.
+            input_range: raw range; ``"none"`` (default) feeds inputs as they
+                are, only cast to float32, as the model was trained on them.
+
+        Example:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
+            ...                         keras.layers.Dense(2, activation="softmax")])
+            >>> ftk.Backbone.from_model(net).feature_layer is None
+            True
+        """
+        if not isinstance(model, keras.Model):
+            raise ArgumentTypeError(
+                format_error(
+                    "Backbone.from_model needs a keras.Model",
+                    expected="a built keras.Model",
+                    received={"model": model},
+                    fix="Pass a Keras model, or a name such as Backbone('resnet50')",
+                )
+            )
+        try:
+            model.inputs  # noqa: B018 - raises for unbuilt models
+            ok = bool(model.inputs)
+        except (AttributeError, ValueError):
+            ok = False
+        if not ok:
+            raise BackboneError(
+                format_error(
+                    "The model passed to Backbone.from_model has no defined input",
+                    expected="a model built with keras.Input(shape)",
+                    received={"model": model.name},
+                    fix="Start the model with keras.Input(shape=...) or call it once on data",
+                )
+            )
+        self = cls.__new__(cls)
+        self._spec = None
+        self._kind = "model"
+        self.name = model.name
+        self.weights = None
+        self.input_shape = tuple(model.inputs[0].shape[1:])
+        self.input_range = _check_range(input_range)
+        self._model = model
+        self._path = None
+        self.feature_layer = _check_feature_layer(model, feature_layer)
+        return self
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        feature_layer: str | None = None,
+        input_range: str = "none",
+    ) -> Backbone:
+        """Uses a saved ``.keras`` (or ``.h5``) model file as the backbone.
+
+        The file is checked now and loaded (in Keras' safe mode) when the
+        pipeline builds. Features are chosen as in :meth:`from_model`.
+
+        Args:
+            path: the saved model file.
+            feature_layer: name of the layer whose output are the features.
+            input_range: raw range, as in :meth:`from_model`.
+
+        Example:
+            >>> import finetunekit as ftk
+            >>> ftk.Backbone.from_file("encoder.keras")  # doctest: +SKIP
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise WeightsError(
+                format_error(
+                    "The backbone file does not exist",
+                    expected="the path of a saved .keras model",
+                    received={"path": path},
+                    fix="Check the path, or save your model with model.save('encoder.keras')",
+                )
+            )
+        if not path.endswith((".keras", ".h5", ".hdf5")):
+            raise WeightsError(
+                format_error(
+                    "The backbone file is not a Keras model file",
+                    expected="a file ending in .keras or .h5",
+                    received={"path": path},
+                    fix="Save the model with model.save('encoder.keras')",
+                )
+            )
+        self = cls.__new__(cls)
+        self._spec = None
+        self._kind = "file"
+        self.name = os.path.splitext(os.path.basename(path))[0]
+        self.weights = None
+        self.input_shape = None
+        self.input_range = _check_range(input_range)
+        self._model = None
+        self._path = path
+        self.feature_layer = feature_layer
+        return self
+
+    @staticmethod
+    def available() -> list[str]:
+        """Lists the names of every ``keras.applications`` backbone.
+
+        Example:
+            >>> import finetunekit as ftk
+            >>> "vgg16" in ftk.Backbone.available()
+            True
+        """
+        return registry.available()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def preprocessing(self) -> str:
+        """The input normalisation mode (``"caffe"``, ``"tf"``, ``"torch"`` or ``"none"``)."""
+        return self._spec.preprocessing if self._spec else "none"
+
+    @property
+    def source(self) -> str:
+        """Where the network comes from: ``"application"``, ``"model"`` or ``"file"``."""
+        return self._kind
+
+    # ------------------------------------------------------------------ building
+    def check_input(self, raw_shape: tuple[int | None, ...]) -> None:
+        """Raises before any model is built when raw inputs cannot feed this backbone."""
+        if self._kind != "application":
+            return
+        if len(raw_shape) not in (2, 3):
+            raise DataError(
+                format_error(
+                    f"Backbone {self.name!r} takes images, but the inputs have "
+                    f"{len(raw_shape)} dimensions per example",
+                    expected="images of shape (H, W) or (H, W, C)",
+                    received={"input_shape": tuple(raw_shape)},
+                    fix="Reshape the inputs to (N, H, W, C) images",
+                )
+            )
+        channels = 1 if len(raw_shape) == 2 else raw_shape[-1]
+        if channels not in (1, 3, 4):
+            raise DataError(
+                format_error(
+                    f"Backbone {self.name!r} takes RGB images; inputs with {channels} "
+                    "channels cannot be converted",
+                    expected="1 (grayscale), 3 (RGB) or 4 (RGBA) channels",
+                    received={"input_shape": tuple(raw_shape)},
+                    fix="Convert the images to RGB or grayscale",
+                )
+            )
+
+    def resolve_range(self, input_dtype: str, value_range: tuple[float, float] | None) -> str:
+        """Returns the concrete input range for ``"auto"`` from the data's dtype and values."""
+        if self.input_range != "auto":
+            return self.input_range
+        if self._kind != "application":
+            return "none"
+        if not input_dtype.startswith("float") or value_range is None:
+            return "0-255"
+        low, high = value_range
+        if low >= 0.0 and high <= 1.0:
+            return "0-1"
+        if low >= -1.0 and high <= 1.0:
+            return "-1-1"
+        return "0-255"
+
+    def create_model(self) -> keras.Model:
+        """Creates the backbone network (loading weights) as a model named ``"backbone"``."""
+        if self._kind == "application":
+            return self._create_application()
+        if self._kind == "file":
+            source = _load_model_file(self._path or "")
+            self.input_shape = tuple(source.inputs[0].shape[1:])
+            self.feature_layer = _check_feature_layer(source, self.feature_layer)
+        else:
+            assert self._model is not None
+            source = _clone(self._model)
+        output = (
+            source.get_layer(self.feature_layer).output
+            if self.feature_layer
+            else _default_feature_output(source)
+        )
+        return keras.Model(source.inputs, output, name="backbone")
+
+    def _create_application(self) -> keras.Model:
+        spec = self._spec
+        assert spec is not None
+        ctor = getattr(keras.applications, spec.constructor)
+        shape = tuple(self.input_shape or (spec.default_size, spec.default_size, 3))
+        kwargs: dict[str, Any] = {"include_top": False, "input_shape": shape}
+        if spec.module in ("mobilenet_v3", "efficientnet_v2", "convnext"):
+            kwargs["include_preprocessing"] = True
+        weights = self.weights
+        try:
+            model = ctor(weights=weights, **kwargs)
+        except Exception as exc:  # keras raises bare Exception / ValueError / OSError
+            raise _weights_error(self.name, weights, spec, exc) from exc
+        # A fresh functional copy with a stable name; shares the layers (and weights).
+        return keras.Model(model.inputs, model.outputs[0], name="backbone")
+
+    def build(
+        self, inputs: Any, *, input_dtype: str, value_range: tuple[float, float] | None = None
+    ) -> BuiltBackbone:
+        """Adds input adaptation and the backbone to the symbolic ``inputs``.
+
+        Args:
+            inputs: the raw ``keras.Input`` of the final model.
+            input_dtype: the raw inputs' dtype name.
+            value_range: ``(min, max)`` of a sample of raw inputs, for ``"auto"``.
+
+        Returns:
+            A :class:`BuiltBackbone` with the feature tensor and the nested model.
+        """
+        raw_shape = tuple(inputs.shape[1:])
+        self.check_input(raw_shape)
+        model = self.create_model()
+        target = tuple(model.inputs[0].shape[1:])
+        rng = self.resolve_range(input_dtype, value_range)
+        scale, offset = _RANGE_TO_AFFINE[rng]
+        x = inputs
+        adapt = _adaptation(raw_shape, target, self.name)
+        if adapt is not None or scale != 1.0 or offset != 0.0 or input_dtype != "float32":
+            add_axis, in_ch, out_ch, size = adapt or (False, target[-1], target[-1], None)
+            x = ImageInputAdapter(
+                size, in_ch, out_ch, add_axis, scale, offset, name="input_adapter"
+            )(x)
+        if self.preprocessing != "none":
+            x = ImagePreprocess(self.preprocessing, name="input_preprocess")(x)
+        features = model(x, training=False)
+        info = {
+            "backbone": self.name,
+            "source": self._kind,
+            "input_size": list(target),
+            "raw_input_shape": list(raw_shape),
+            "input_range": rng,
+            "preprocessing": self.preprocessing,
+            "weights": self.weights,
+        }
+        return BuiltBackbone(features=features, model=model, info=info)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable description (no weights).
+
+        Raises:
+            ConfigError: for :meth:`from_model` backbones, which hold a live model.
+        """
+        if self._kind == "model":
+            raise ConfigError(
+                format_error(
+                    "A Backbone.from_model backbone holds a live Keras model and cannot "
+                    "be written to a JSON recipe",
+                    expected="a named or file backbone",
+                    received={"backbone": self.name},
+                    fix="Save the model with model.save('encoder.keras') and use "
+                    "Backbone.from_file('encoder.keras')",
+                )
+            )
+        if self._kind == "file":
+            return {
+                "file": self._path,
+                "feature_layer": self.feature_layer,
+                "input_range": self.input_range,
+            }
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "input_range": self.input_range,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Backbone:
+        """Rebuilds a backbone from :meth:`get_config` output."""
+        config = dict(config)
+        if "file" in config:
+            _check_keys(config, {"file", "feature_layer", "input_range"})
+            return cls.from_file(
+                config["file"],
+                feature_layer=config.get("feature_layer"),
+                input_range=config.get("input_range", "none"),
+            )
+        _check_keys(config, {"name", "weights", "input_shape", "input_range"})
+        shape = config.get("input_shape")
+        return cls(
+            config["name"],
+            weights=config.get("weights", "imagenet"),
+            input_shape=tuple(shape) if shape else None,
+            input_range=config.get("input_range", "auto"),
+        )
+
+    def __repr__(self) -> str:
+        if self._kind == "application":
+            return (
+                f"Backbone({self.name!r}, weights={self.weights!r}, "
+                f"input_shape={self.input_shape!r})"
+            )
+        return f"Backbone.from_{self._kind}({self.name!r}, feature_layer={self.feature_layer!r})"
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_keys(config: dict[str, Any], valid: set[str]) -> None:
+    unknown = set(config) - valid
+    if unknown:
+        raise ConfigError(
+            format_error(
+                f"Unknown keys in the Backbone config: {sorted(unknown)}",
+                expected=f"only {sorted(valid)}",
+                received={"config": config},
+                fix="Remove the unknown keys",
+            )
+        )
+
+
+def _check_weights(weights: Any) -> str | None:
+    if weights is None or weights == "imagenet":
+        return weights
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            format_error(
+                "weights must be 'imagenet', None or a file path",
+                expected="'imagenet', None or the path of a .h5 weights file",
+                received={"weights": weights},
+                fix="Pass weights=None for random initialisation",
+            )
+        )
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise WeightsError(
+            format_error(
+                "The weights file does not exist",
+                expected="'imagenet', None or the path of an existing weights file",
+                received={"weights": path},
+                fix="Check the path; download the '..._notop.h5' file of this model "
+                f"elsewhere and copy it here, or into {keras_cache_dir()}",
+            )
+        )
+    if not path.endswith(_WEIGHT_SUFFIXES):
+        raise WeightsError(
+            format_error(
+                "The weights file has an unexpected extension",
+                expected=f"a file ending in one of {_WEIGHT_SUFFIXES}",
+                received={"weights": path},
+                fix="Pass the Keras '..._notop.h5' weights file of this model",
+            )
+        )
+    return path
+
+
+def _check_range(value: Any) -> str:
+    if value not in INPUT_RANGES:
+        raise ArgumentTypeError(
+            format_error(
+                "Unknown input_range",
+                expected=f"one of {INPUT_RANGES}",
+                received={"input_range": value},
+                fix="Use 'auto' to detect it from the data",
+            )
+        )
+    return str(value)
+
+
+def _check_input_shape(
+    shape: Any, spec: registry.BackboneSpec, weights: str | None
+) -> tuple[int, int, int] | None:
+    if shape is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3:
+        raise InputShapeError(
+            format_error(
+                "input_shape must be (height, width, channels)",
+                expected="a tuple of three ints, e.g. (224, 224, 3)",
+                received={"input_shape": shape},
+                fix=f"Pass input_shape=({spec.default_size}, {spec.default_size}, 3)",
+            )
+        )
+    h, w, c = shape
+    if h < spec.min_size or w < spec.min_size:
+        raise InputShapeError(
+            format_error(
+                f"input_shape is below the minimum size of {spec.name!r}",
+                expected=f"height and width >= {spec.min_size}",
+                received={"input_shape": shape},
+                fix=f"Pass input_shape=({max(h, spec.min_size)}, {max(w, spec.min_size)}, {c}); "
+                "smaller raw images are resized inside the model",
+            )
+        )
+    if c != 3 and weights is not None:
+        raise InputShapeError(
+            format_error(
+                "Pretrained weights need 3 input channels",
+                expected="input_shape with 3 channels",
+                received={"input_shape": shape},
+                fix="Keep 3 channels: grayscale inputs are converted inside the model",
+            )
+        )
+    return shape
+
+
+def _weights_error(
+    name: str, weights: str | None, spec: registry.BackboneSpec, exc: Exception
+) -> BackboneError:
+    text = str(exc)
+    url = re.search(r"https?://\S+?\.(?:h5|keras)", text)
+    if weights == "imagenet" and (url or "fetch" in text.lower() or "URL" in text):
+        fname = url.group(0).rsplit("/", 1)[-1] if url else f"{spec.module}_weights_notop.h5"
+        return WeightsError(
+            format_error(
+                f"The ImageNet weights of {name!r} could not be downloaded ({text[:160]})",
+                expected=f"the file {fname!r} in the Keras cache {keras_cache_dir()} "
+                "or a reachable download",
+                received={"weights": weights},
+                fix=f"Copy {fname} (from {url.group(0) if url else 'the Keras weights store'}) "
+                f"into {keras_cache_dir()}, or pass weights='/path/to/{fname}', "
+                "or weights=None to start from random weights",
+            )
+        )
+    if weights not in (None, "imagenet"):
+        return WeightsError(
+            format_error(
+                f"The weights file could not be loaded into {name!r} ({text[:200]})",
+                expected=f"the Keras include_top=False weights of {name!r} in an intact file",
+                received={"weights": weights},
+                fix="Check that the file is complete and belongs to this model without its top",
+            )
+        )
+    return InputShapeError(
+        format_error(
+            f"Keras could not build {name!r} ({text[:300]})",
+            expected="arguments the keras.applications model accepts",
+            received={"backbone": name, "weights": weights},
+            fix="Check input_shape against the model's documented input sizes",
+        )
+    )
+
+
+def _load_model_file(path: str) -> keras.Model:
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise WeightsError(
+            format_error(
+                f"The backbone file could not be loaded ({str(exc)[:200]})",
+                expected="an intact Keras model file saved with model.save()",
+                received={"path": path},
+                fix="Save the model again with model.save('encoder.keras'); files with "
+                "Lambda layers need finetunekit.Backbone.from_model on a model you rebuild",
+            )
+        ) from exc
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        return clone
+    except Exception:  # subclassed models cannot be cloned; share the instance
+        return model
+
+
+def _check_feature_layer(model: keras.Model, feature_layer: str | None) -> str | None:
+    if feature_layer is None:
+        return None
+    names = [layer.name for layer in model.layers]
+    if feature_layer not in names:
+        raise BackboneError(
+            format_error(
+                f"Layer {feature_layer!r} is not in model {model.name!r}",
+                expected=f"one of {names[-8:]} (last layers shown)",
+                received={"feature_layer": feature_layer},
+                fix="Pick a layer name from model.summary()",
+            )
+        )
+    return feature_layer
+
+
+def _default_feature_output(model: keras.Model) -> Any:
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Dense) and len(model.layers) > 1:
+        return last.input
+    return model.outputs[0]
+
+
+def _adaptation(
+    raw: tuple[int | None, ...], target: tuple[int | None, ...], name: str
+) -> tuple[bool, int, int, tuple[int, int] | None] | None:
+    """Returns (add_channel_axis, in_channels, out_channels, resize_to) or None if identity."""
+    if len(target) != 3:  # not an image backbone: inputs must already match
+        if tuple(raw) != tuple(target):
+            raise DataError(
+                format_error(
+                    f"The inputs do not match the input of backbone {name!r}",
+                    expected=f"examples of shape {tuple(target)}",
+                    received={"input_shape": tuple(raw)},
+                    fix="Reshape the data to the backbone's input shape",
+                )
+            )
+        return None
+    if len(raw) not in (2, 3):
+        raise DataError(
+            format_error(
+                f"Backbone {name!r} takes images, but the inputs are not images",
+                expected="examples of shape (H, W) or (H, W, C)",
+                received={"input_shape": tuple(raw)},
+                fix="Reshape the data to (N, H, W, C)",
+            )
+        )
+    add_axis = len(raw) == 2
+    in_ch = 1 if add_axis else int(raw[-1] or 0)
+    out_ch = int(target[-1] or 3)
+    if in_ch != out_ch and not (in_ch == 1 or (in_ch == 4 and out_ch == 3) or out_ch == 1):
+        raise DataError(
+            format_error(
+                f"Inputs with {in_ch} channels cannot feed backbone {name!r}",
+                expected=f"{out_ch} channels (or 1 / 4 channels, converted automatically)",
+                received={"input_shape": tuple(raw)},
+                fix="Convert the images before passing them",
+            )
+        )
+    size = (int(target[0]), int(target[1])) if target[0] and target[1] else None
+    if size is not None and tuple(raw[:2]) == size:
+        size = None
+    if not add_axis and in_ch == out_ch and size is None:
+        return None
+    return add_axis, in_ch, out_ch, size

@@ -1,0 +1,804 @@
+"""Step 1 of fine-tuning: :class:`DatasetAdapter`, one view of the user's data.
+
+A ``DatasetAdapter`` pairs a *source* of raw inputs (numpy arrays, a
+``tf.data.Dataset`` or a folder of images) with small, validated, encoded
+targets. It never copies or resizes the inputs: they stream through
+``tf.data`` in their raw dtype and shape, and the model adapts them.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from finetunekit.data.labels import (
+    LabelEncoding,
+    encode_labels,
+    reencode,
+    validate_class_names,
+    validate_task,
+)
+from finetunekit.data.sources import (
+    COLOR_CHANNELS,
+    ArraySource,
+    DirectorySource,
+    TFDataSource,
+    check_finite_inputs,
+    check_input_array,
+    find_unreadable_images,
+    list_image_directory,
+    normalize_tf_dataset,
+    read_tf_labels,
+    reshuffles_each_iteration,
+)
+from finetunekit.data.splitting import check_fraction, split_indices
+from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
+
+__all__ = ["DatasetAdapter", "as_adapter", "check_compatible"]
+
+_Source = ArraySource | TFDataSource | DirectorySource
+_INTERPOLATIONS = (
+    "bilinear",
+    "nearest",
+    "bicubic",
+    "area",
+    "lanczos3",
+    "lanczos5",
+    "gaussian",
+    "mitchellcubic",
+)
+
+
+def _positive_int(value: Any, name: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(
+            format_error(
+                f"{name} must be an int",
+                expected="an int >= 1",
+                received={name: value},
+                fix=f"Pass e.g. {name}={example}",
+            )
+        )
+    if value < 1:
+        raise DataError(
+            format_error(
+                f"{name} must be positive",
+                expected="an int >= 1",
+                received={name: value},
+                fix=f"Pass e.g. {name}={example}",
+            )
+        )
+    return int(value)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(
+            format_error(f"{name} must be a bool", expected="True or False", received={name: value})
+        )
+    return bool(value)
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ArgumentTypeError(
+            format_error("seed must be an int or None", expected="an int", received={"seed": seed})
+        )
+    return int(seed)
+
+
+class DatasetAdapter:
+    """Inputs and labels for fine-tuning, validated up front and streamed with ``tf.data``.
+
+    Build one with :meth:`from_arrays`, :meth:`from_tf_dataset` or
+    :meth:`from_directory` (not with ``DatasetAdapter(...)``). The task is
+    inferred from the labels unless given:
+
+    * ints -> class indices (``K = max + 1``, names ``"0" .. "K-1"``);
+      strings -> class names (sorted); bools -> ``["False", "True"]``;
+      exactly 2 classes -> ``"binary"``, more -> ``"multiclass"``.
+    * one-hot rows -> ``"multiclass"`` (``"binary"`` with 2 columns);
+      0/1 rows that are not one-hot -> ``"multilabel"``; an ``(N, 1)`` column
+      of 0/1 -> ``"binary"``.
+    * floats (1-D, or 2-D with values other than 0/1) -> ``"regression"``.
+      Pass ``task="multiclass"`` to treat integer-valued floats as classes.
+
+    Stored targets (:meth:`targets`) and batch targets (:meth:`as_dataset`):
+
+    * multiclass: int64 indices (N,) -> one-hot float32 (B, K)
+    * binary: int64 in {0, 1} (N,) -> float32 (B, 1); 1 means ``class_names[1]``
+    * multilabel: float32 multi-hot (N, K) -> (B, K)
+    * regression: float32 (N,) or (N, D) -> (B, D)
+
+    Example:
+        >>> import numpy as np
+        >>> data = DatasetAdapter.from_arrays(np.zeros((6, 8, 8), "uint8"), [0, 1, 2] * 2)
+        >>> data.task, data.num_classes, len(data)
+        ('multiclass', 3, 6)
+    """
+
+    _source: _Source
+    _targets: np.ndarray
+    _encoding: LabelEncoding
+    _reshuffles: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ArgumentTypeError(
+            format_error(
+                "DatasetAdapter is not built directly",
+                expected="one of its constructors",
+                received={"args": args, "kwargs": kwargs},
+                fix="Use DatasetAdapter.from_arrays(x, y), DatasetAdapter.from_tf_dataset(ds) "
+                "or DatasetAdapter.from_directory(path)",
+            )
+        )
+
+    @classmethod
+    def _create(
+        cls,
+        source: _Source,
+        targets: np.ndarray,
+        encoding: LabelEncoding,
+        *,
+        reshuffles: bool = False,
+    ) -> DatasetAdapter:
+        self = object.__new__(cls)
+        self._source = source
+        self._targets = targets
+        self._encoding = encoding
+        self._reshuffles = reshuffles
+        return self
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x: Any,
+        y: Any,
+        *,
+        task: str | None = None,
+        class_names: list[str] | tuple[str, ...] | None = None,
+    ) -> DatasetAdapter:
+        """Wraps in-memory inputs and labels (no copy of ``x`` beyond ``np.asarray``).
+
+        Args:
+            x: Inputs of shape (N, D) features, (N, H, W) grayscale, (N, H, W, C)
+                images or (N, T, H, W, C) clips, any numeric dtype.
+            y: N labels: ints, strings, bools, one-hot / multi-hot rows or float
+                targets (see the class docstring for the inference rules).
+            task: ``"multiclass"``, ``"binary"``, ``"multilabel"``,
+                ``"regression"`` or None to infer it from ``y``.
+            class_names: The classes in index order (string labels are mapped
+                into it; ints index it). For regression: target names.
+
+        Returns:
+            A validated adapter.
+
+        Raises:
+            DataError: ``x`` is empty, ragged, string-valued, has fewer than 2
+                dimensions, holds NaN/inf, or its length differs from ``y``'s.
+            LabelError: The labels cannot be used or contradict ``task`` /
+                ``class_names``.
+            ArgumentTypeError: An argument has the wrong type.
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.ones((4, 3)), ["cat", "dog", "dog", "cat"])
+            >>> data.task, data.class_names
+            ('binary', ['cat', 'dog'])
+        """
+        task = validate_task(task)
+        names = validate_class_names(class_names)
+        x_arr = check_input_array(x)
+        if isinstance(y, tf.data.Dataset) or not hasattr(y, "__len__") or isinstance(y, str):
+            raise ArgumentTypeError(
+                format_error(
+                    "y must be an array of labels",
+                    expected="a list or array with one label (or one target row) per example",
+                    received={"y": y},
+                    fix="Pass y as a list or numpy array",
+                )
+            )
+        n_y = len(y)
+        if n_y != len(x_arr):
+            raise DataError(
+                format_error(
+                    f"x and y have different lengths ({len(x_arr)} inputs, {n_y} labels)",
+                    expected="one label per input",
+                    received={"x": x_arr, "y": np.shape(y) if n_y else y},
+                    fix="Check that x and y come from the same examples, in the same order",
+                )
+            )
+        targets, encoding = encode_labels(y, task=task, class_names=names, name="y")
+        check_finite_inputs(x_arr)
+        return cls._create(ArraySource(x_arr), targets, encoding)
+
+    @classmethod
+    def from_tf_dataset(
+        cls,
+        ds: tf.data.Dataset,
+        *,
+        task: str | None = None,
+        class_names: list[str] | tuple[str, ...] | None = None,
+        batched: bool | None = None,
+    ) -> DatasetAdapter:
+        """Wraps a ``tf.data.Dataset`` of ``(x, y)`` pairs (or ``{"x": ..., "y": ...}``).
+
+        Makes ONE pass over the labels only (``ds.map(lambda x, y: y)``; note
+        that work done upstream of that map, such as decoding in an earlier
+        ``map``, still runs) to infer the task, length and class counts; the
+        labels are kept in numpy, the inputs stay in the dataset.
+
+        The dataset must be finite and re-iterable, yielding the same examples
+        in the same order on every pass (no ``shuffle`` with
+        ``reshuffle_each_iteration=True``; use ``as_dataset(shuffle=True)``
+        instead). A reshuffling dataset only warns here, but :meth:`split`
+        refuses it and :meth:`targets` would not line up with predictions.
+        NaN/inf in the inputs are not checked (that would need a full pass).
+
+        Args:
+            ds: The dataset, batched or not.
+            task: As in :meth:`from_arrays`.
+            class_names: As in :meth:`from_arrays`.
+            batched: Whether ``ds`` yields batches. None detects it: x and y
+                both with an unknown leading dimension (``ds.batch(n)``), or a
+                trailing ``batch(n, drop_remainder=True)``.
+
+        Returns:
+            A validated adapter.
+
+        Raises:
+            DataError: Wrong structure (not ``(x, y)``), infinite or empty.
+            LabelError: The labels cannot be used.
+
+        Example:
+            >>> import numpy as np, tensorflow as tf
+            >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2)), [0, 1, 1, 0]))
+            >>> DatasetAdapter.from_tf_dataset(ds.batch(2)).task
+            'binary'
+        """
+        task = validate_task(task)
+        names = validate_class_names(class_names)
+        pairs, examples, x_spec, _, batched = normalize_tf_dataset(ds, batched)
+        reshuffles = reshuffles_each_iteration(ds)
+        if reshuffles:
+            warnings.warn(
+                "ds reshuffles on every pass (shuffle(..., reshuffle_each_iteration=True)). "
+                "Training works, but split() is refused and targets() will not line up with "
+                "predictions. Pass an unshuffled dataset and use as_dataset(shuffle=True).",
+                UserWarning,
+                stacklevel=2,
+            )
+        labels = read_tf_labels(pairs, batched, ds)
+        targets, encoding = encode_labels(labels, task=task, class_names=names, name="ds.y")
+        source = TFDataSource(examples, x_spec, len(labels))
+        return cls._create(source, targets, encoding, reshuffles=reshuffles)
+
+    @classmethod
+    def from_directory(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        image_size: tuple[int, int] | int = (224, 224),
+        color_mode: str = "rgb",
+        class_names: list[str] | tuple[str, ...] | None = None,
+        task: str | None = None,
+        interpolation: str = "bilinear",
+        validate: bool = False,
+    ) -> DatasetAdapter:
+        """Images in one sub-folder per class (``photos/cat/*.jpg``, ``photos/dog/*.jpg``).
+
+        Files are listed with ``keras.utils.image_dataset_from_directory``
+        (formats ``.bmp .gif .jpeg .jpg .png``, hidden folders skipped); class
+        counts come from the file list, nothing is decoded. Images are decoded
+        and resized to ``image_size`` one by one, in parallel, only while a
+        dataset is iterated (float32, values 0..255, like Keras).
+
+        An unreadable or corrupt image file makes iteration fail with a
+        TensorFlow decode error when it is reached; ``validate=True`` decodes
+        every file now (slow for big folders) and reports all bad files in one
+        :class:`DataError`.
+
+        Args:
+            path: The folder holding the class sub-folders.
+            image_size: ``(height, width)`` every image is resized to.
+            color_mode: ``"rgb"``, ``"rgba"`` or ``"grayscale"``.
+            class_names: Sub-folders to use, in class order (default: all,
+                sorted).
+            task: None (2 classes -> ``"binary"``, else ``"multiclass"``),
+                ``"multiclass"`` or ``"binary"``.
+            interpolation: Resize method (as in Keras), default ``"bilinear"``.
+            validate: Decode every file now and report unreadable ones.
+
+        Returns:
+            A validated adapter.
+
+        Raises:
+            DataError: Missing path, no sub-folders, no images, bad files.
+            LabelError: Unknown class names, or a single class with images.
+
+        Example:
+            >>> data = DatasetAdapter.from_directory("photos/", image_size=(160, 160))  # doctest: +SKIP
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise ArgumentTypeError(
+                format_error(
+                    "path must be a string or os.PathLike",
+                    expected="the path of a folder",
+                    received={"path": path},
+                    fix="Use DatasetAdapter.from_arrays / from_tf_dataset for in-memory data",
+                )
+            )
+        path_str = os.fspath(path)
+        size = _check_image_size(image_size)
+        if not isinstance(color_mode, str) or color_mode not in COLOR_CHANNELS:
+            raise DataError(
+                format_error(
+                    "Unknown color_mode",
+                    expected=f"one of {list(COLOR_CHANNELS)}",
+                    received={"color_mode": color_mode},
+                )
+            )
+        if not isinstance(interpolation, str) or interpolation.lower() not in _INTERPOLATIONS:
+            raise DataError(
+                format_error(
+                    "Unknown interpolation",
+                    expected=f"one of {list(_INTERPOLATIONS)}",
+                    received={"interpolation": interpolation},
+                )
+            )
+        validate = _check_bool(validate, "validate")
+        task = validate_task(task)
+        if task not in (None, "multiclass", "binary"):
+            raise LabelError(
+                format_error(
+                    f'from_directory cannot build task="{task}": each image has one class',
+                    expected='task=None, "multiclass" or "binary"',
+                    received={"task": task},
+                    fix="Use from_arrays / from_tf_dataset for multi-label or regression targets",
+                )
+            )
+        names = validate_class_names(class_names)
+        files, labels, folder_names, x_spec = list_image_directory(
+            path_str,
+            image_size=size,
+            color_mode=color_mode,
+            class_names=names,
+            interpolation=interpolation.lower(),
+        )
+        counts = np.bincount(labels, minlength=len(folder_names))
+        if names is None and np.count_nonzero(counts) < 2:
+            with_images = [n for n, c in zip(folder_names, counts, strict=True) if c]
+            raise LabelError(
+                format_error(
+                    f"Only one class has images: {with_images} (sub-folders: {folder_names})",
+                    expected="images in at least two class sub-folders",
+                    received={"path": path_str},
+                    fix="Add a sub-folder of images per class",
+                )
+            )
+        empty = [n for n, c in zip(folder_names, counts, strict=True) if c == 0]
+        if empty:
+            warnings.warn(
+                f"Class sub-folders without images: {empty}; they stay classes with 0 examples.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if validate:
+            bad = find_unreadable_images(files, COLOR_CHANNELS[color_mode])
+            if bad:
+                listed = "; ".join(f"{p} ({why})" for p, why in bad[:10])
+                more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+                raise DataError(
+                    format_error(
+                        f"{len(bad)} of {len(files)} image files cannot be decoded: {listed}{more}",
+                        expected="readable BMP, GIF, JPEG or PNG files",
+                        received={"path": path_str},
+                        fix="Delete or re-save those files",
+                    )
+                )
+        targets, encoding = encode_labels(
+            labels, task=task, class_names=folder_names, name="path", check_single_class=False
+        )
+        source = DirectorySource(
+            np.asarray(files, dtype=str),
+            x_spec,
+            size,
+            COLOR_CHANNELS[color_mode],
+            interpolation.lower(),
+        )
+        return cls._create(source, targets, encoding)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def task(self) -> str:
+        """``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``."""
+        return self._encoding.task
+
+    @property
+    def num_classes(self) -> int | None:
+        """K for multiclass/multilabel, 2 for binary, None for regression."""
+        return self._encoding.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names in index order (target names or ``[]`` for regression); a copy."""
+        return list(self._encoding.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Raw per-example input shape, e.g. ``(28, 28)`` or ``(32, 32, 3)``."""
+        return self._source.input_shape
+
+    @property
+    def input_dtype(self) -> str:
+        """Raw input dtype name, e.g. ``"uint8"`` or ``"float32"``."""
+        return self._source.input_dtype
+
+    @property
+    def target_dim(self) -> int:
+        """Width of the batch targets: K, 1 (binary) or D (regression)."""
+        return self._encoding.target_dim
+
+    @property
+    def source(self) -> str:
+        """Where the inputs come from: ``"arrays"``, ``"tf.data"`` or ``"directory"``."""
+        return self._source.kind
+
+    @property
+    def encoding(self) -> LabelEncoding:
+        """How raw labels map to the stored targets (internal, read-only)."""
+        return self._encoding
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __repr__(self) -> str:
+        names = self._encoding.class_names
+        if self.task == "regression":
+            classes = f"target_dim={self.target_dim}"
+        elif len(names) <= 6:
+            classes = f"classes={list(names)}"
+        else:
+            classes = f"classes={len(names)} ({', '.join(repr(n) for n in names[:3])}, ...)"
+        return (
+            f"DatasetAdapter(task={self.task!r}, n={len(self)}, {classes}, "
+            f"input_shape={self.input_shape}, input_dtype={self.input_dtype!r}, "
+            f"source={self.source!r})"
+        )
+
+    # ------------------------------------------------------------------ labels
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of examples of each class, in class order.
+
+        For multilabel data: the number of examples carrying each label.
+
+        Raises:
+            DataError: The task is regression.
+
+        Example:
+            >>> import numpy as np
+            >>> DatasetAdapter.from_arrays(np.zeros((3, 2)), ["b", "a", "b"]).class_counts()
+            {'a': 1, 'b': 2}
+        """
+        if self.task == "regression":
+            raise DataError(
+                format_error(
+                    "class_counts() is not defined for regression data",
+                    expected='a classification task ("multiclass", "binary", "multilabel")',
+                    received={"task": self.task},
+                    fix="Inspect targets() instead",
+                )
+            )
+        names = self._encoding.class_names
+        if self.task == "multilabel":
+            counts = (self._targets > 0.5).sum(axis=0)
+        else:
+            counts = np.bincount(self._targets, minlength=len(names))
+        return {n: int(c) for n, c in zip(names, counts, strict=True)}
+
+    def targets(self) -> np.ndarray:
+        """The stored targets (a copy), in example order; see the class docstring.
+
+        Example:
+            >>> import numpy as np
+            >>> DatasetAdapter.from_arrays(np.zeros((3, 2)), ["b", "a", "b"]).targets()
+            array([1, 0, 1])
+        """
+        return self._targets.copy()
+
+    # ------------------------------------------------------------------ splitting
+
+    def _subset(self, idx: np.ndarray) -> DatasetAdapter:
+        return DatasetAdapter._create(
+            self._source.subset(idx),
+            self._targets[idx],
+            self._encoding,
+            reshuffles=self._reshuffles,
+        )
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[DatasetAdapter, DatasetAdapter]:
+        """Splits off ``fraction`` of the examples: returns ``(rest, held_out)``.
+
+        Stratified by class for multiclass / binary (each class with >= 2
+        examples lands in both parts; single-example classes stay in ``rest``),
+        random for multilabel / regression. The same seed gives the same split;
+        both parts keep the original example order, task and class names
+        (even when a class is missing from a part). Nothing is copied: array
+        parts index the parent's array, tf.data and directory parts select by
+        example index / file.
+
+        Args:
+            fraction: Share held out, strictly between 0 and 1.
+            seed: Seed of the split.
+
+        Returns:
+            ``(rest, held_out)``.
+
+        Raises:
+            DataError: ``fraction`` out of range, too few examples, or a
+                ``tf.data`` source that reshuffles every pass.
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.zeros((10, 2)), [0, 1] * 5)
+            >>> train, val = data.split(0.2, seed=0)
+            >>> len(train), len(val)
+            (8, 2)
+        """
+        fraction = check_fraction(fraction, seed)
+        if self._reshuffles:
+            raise DataError(
+                format_error(
+                    "Cannot split a tf.data source that reshuffles on every pass: the parts "
+                    "would overlap and change each epoch",
+                    expected="a dataset that yields the same examples in the same order "
+                    "on every pass",
+                    received={"fraction": fraction},
+                    fix="Build the adapter from the dataset before .shuffle() (or with "
+                    "reshuffle_each_iteration=False) and use as_dataset(shuffle=True)",
+                )
+            )
+        rest, held = split_indices(self._targets, self.task, self.num_classes, fraction, seed)
+        return self._subset(rest), self._subset(held)
+
+    # ------------------------------------------------------------------ datasets
+
+    def as_dataset(
+        self, batch_size: int, *, shuffle: bool = False, seed: int | None = None
+    ) -> tf.data.Dataset:
+        """Batched, prefetched ``tf.data`` of ``(x, y)`` for ``model.fit``.
+
+        ``x`` keeps the raw dtype and per-example shape (never resized here);
+        ``y`` is float32 (one-hot for multiclass, ``(B, 1)`` for binary,
+        ``(B, K)`` multi-hot, ``(B, D)`` regression). With ``shuffle=True`` the
+        order changes every epoch; a ``seed`` makes that sequence repeatable.
+        Array sources shuffle indices and gather whole batches; directory
+        sources shuffle file names; tf.data sources shuffle in a buffer of
+        about 256 MiB of examples.
+
+        Args:
+            batch_size: Examples per batch (the last batch may be smaller).
+            shuffle: Shuffle every epoch.
+            seed: Seed of the shuffle (None: not repeatable).
+
+        Returns:
+            The dataset.
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4), "uint8"), [0, 1, 2, 0, 1])
+            >>> x, y = next(iter(data.as_dataset(2)))
+            >>> x.dtype.name, y.shape
+            ('uint8', TensorShape([2, 3]))
+        """
+        batch_size = _positive_int(batch_size, "batch_size", "32")
+        shuffle = _check_bool(shuffle, "shuffle")
+        seed = _check_seed(seed)
+        return self._source.dataset(batch_size, self._targets, self._encoding, shuffle, seed)
+
+    def inputs_dataset(self, batch_size: int) -> tf.data.Dataset:
+        """Batched ``tf.data`` of raw inputs only, in example order (for ``predict``).
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4)), [0, 1, 2, 0, 1])
+            >>> [int(b.shape[0]) for b in data.inputs_dataset(2)]
+            [2, 2, 1]
+        """
+        batch_size = _positive_int(batch_size, "batch_size", "32")
+        return self._source.inputs(batch_size)
+
+    def sample_inputs(self, n: int = 256) -> np.ndarray:
+        """The first ``n`` raw inputs as numpy (fewer when the data is smaller).
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.arange(10).reshape(5, 2), [0, 1, 2, 0, 1])
+            >>> data.sample_inputs(2).tolist()
+            [[0, 1], [2, 3]]
+        """
+        n = _positive_int(n, "n", "256")
+        return self._source.sample(min(n, len(self)))
+
+
+def _check_image_size(image_size: Any) -> tuple[int, int]:
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    ok = (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in image_size)
+    )
+    if not ok:
+        raise ArgumentTypeError(
+            format_error(
+                "image_size must be (height, width)",
+                expected="a tuple of 2 ints, e.g. (224, 224)",
+                received={"image_size": image_size},
+            )
+        )
+    if min(image_size) < 1:
+        raise DataError(
+            format_error(
+                "image_size must be positive",
+                expected="two ints >= 1",
+                received={"image_size": image_size},
+            )
+        )
+    return int(image_size[0]), int(image_size[1])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def as_adapter(
+    obj: Any,
+    *,
+    task: str | None = None,
+    class_names: list[str] | tuple[str, ...] | None = None,
+) -> DatasetAdapter:
+    """Turns what a user passes as data into a :class:`DatasetAdapter`.
+
+    * an adapter is returned as is, unless ``task`` / ``class_names`` differ
+      from its own: then it is re-encoded by class *name* when that is lossless
+      (its classes are all in ``class_names``, e.g. a test set missing some
+      classes, or reordered names; binary <-> multiclass), else
+      :class:`LabelError` explains the mismatch;
+    * an ``(x, y)`` tuple or list -> :meth:`DatasetAdapter.from_arrays`;
+    * a ``tf.data.Dataset`` -> :meth:`DatasetAdapter.from_tf_dataset`.
+
+    Raises:
+        ArgumentTypeError: Anything else.
+        LabelError: The classes do not match.
+
+    Example:
+        >>> import numpy as np
+        >>> as_adapter((np.zeros((3, 2)), [0, 1, 2])).num_classes
+        3
+    """
+    task = validate_task(task)
+    names = validate_class_names(class_names)
+    if isinstance(obj, DatasetAdapter):
+        if (task is None or task == obj.task) and (names is None or names == obj.class_names):
+            return obj
+        targets, encoding = reencode(obj._targets, obj._encoding, task=task, class_names=names)
+        return DatasetAdapter._create(obj._source, targets, encoding, reshuffles=obj._reshuffles)
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        return DatasetAdapter.from_arrays(obj[0], obj[1], task=task, class_names=names)
+    if isinstance(obj, tf.data.Dataset):
+        return DatasetAdapter.from_tf_dataset(obj, task=task, class_names=names)
+    raise ArgumentTypeError(
+        format_error(
+            f"Cannot use a {type(obj).__name__} as data",
+            expected="a DatasetAdapter, an (x, y) tuple of arrays or a tf.data.Dataset of (x, y)",
+            received={"data": obj},
+            fix="Wrap it with DatasetAdapter.from_arrays / from_tf_dataset / from_directory",
+        )
+    )
+
+
+def check_compatible(
+    train: DatasetAdapter, validation: DatasetAdapter, *, name: str = "validation"
+) -> None:
+    """Checks that ``validation`` can evaluate a model trained on ``train``.
+
+    Args:
+        train: The training data.
+        validation: The validation (or test) data.
+        name: How ``validation`` is called in messages.
+
+    Raises:
+        ArgumentTypeError: Either is not an adapter.
+        LabelError: Different task or class names, or ``validation`` has a class
+            with no training examples.
+        DataError: Different (known) input shapes.
+
+    Example:
+        >>> import numpy as np
+        >>> data = DatasetAdapter.from_arrays(np.zeros((10, 2)), [0, 1] * 5)
+        >>> check_compatible(*data.split(0.2))
+    """
+    for arg, value in (("train", train), (name, validation)):
+        if not isinstance(value, DatasetAdapter):
+            raise ArgumentTypeError(
+                format_error(
+                    f"{arg} must be a DatasetAdapter",
+                    expected="a DatasetAdapter (see finetunekit.data.as_adapter)",
+                    received={arg: value},
+                )
+            )
+    if validation.task != train.task:
+        raise LabelError(
+            format_error(
+                f'The {name} data has task="{validation.task}" but the training data has '
+                f'task="{train.task}"',
+                expected="the same task for both",
+                received={name: validation},
+                fix=f"Build the {name} data with task={train.task!r}, or with "
+                "as_adapter(data, task=train.task, class_names=train.class_names)",
+            )
+        )
+    if validation.class_names != train.class_names:
+        extra = [c for c in validation.class_names if c not in train.class_names]
+        missing = [c for c in train.class_names if c not in validation.class_names]
+        detail = []
+        if extra:
+            detail.append(f"not in training: {extra[:5]}")
+        if missing:
+            detail.append(f"missing from {name}: {missing[:5]}")
+        if not detail:
+            detail.append("same classes in a different order")
+        raise LabelError(
+            format_error(
+                f"The {name} classes differ from the training classes ({'; '.join(detail)})",
+                expected=f"class_names={train.class_names[:10]}",
+                received={name: validation},
+                fix=f"Build the {name} data with class_names=train.class_names, or use "
+                "as_adapter(data, class_names=train.class_names)",
+            )
+        )
+    if train.task != "regression":
+        train_counts = train.class_counts()
+        unseen = [c for c, k in validation.class_counts().items() if k and not train_counts[c]]
+        if unseen:
+            raise LabelError(
+                format_error(
+                    f"The {name} data has classes with no training examples: {unseen[:10]}",
+                    expected=f"every class in {name} to appear in the training data",
+                    received={name: validation},
+                    fix="Add training examples of those classes, or split with a stratified "
+                    "data.split(fraction)",
+                )
+            )
+    elif validation.target_dim != train.target_dim:
+        raise LabelError(
+            format_error(
+                f"The {name} targets have {validation.target_dim} columns, training has "
+                f"{train.target_dim}",
+                expected="the same number of target columns",
+                received={name: validation},
+            )
+        )
+    a, b = train.input_shape, validation.input_shape
+    if len(a) != len(b) or any(
+        p is not None and q is not None and p != q for p, q in zip(a, b, strict=False)
+    ):
+        raise DataError(
+            format_error(
+                f"The {name} inputs have shape {b} but the training inputs have shape {a}",
+                expected="the same per-example input shape",
+                received={name: validation},
+                fix="Resize / reshape the inputs the same way for both",
+            )
+        )

@@ -1,0 +1,850 @@
+"""Label inference and encoding for :class:`~finetunekit.data.DatasetAdapter`.
+
+This module turns whatever labels a user has (ints, strings, bools, one-hot or
+multi-hot rows, float targets) into one of the four stored encodings of the
+shared vocabulary (see ``docs/internal/architecture.md``):
+
+| task | stored targets (numpy) | batch targets (float32) |
+| --- | --- | --- |
+| multiclass | int64 class indices, (N,) | one-hot, (B, K) |
+| binary | int64 in {0, 1}, (N,) | (B, 1) |
+| multilabel | float32 multi-hot, (N, K) | (B, K) |
+| regression | float32, (N,) or (N, D) | (B, D) |
+
+It also records *how* raw labels map to that encoding (a :class:`LabelEncoding`),
+so ``tf.data`` sources can encode labels on the fly, batch by batch.
+
+Inference rules (``task=None``):
+
+* strings / bytes (1-D): classes are the sorted distinct labels, or
+  ``class_names`` when given; 2 classes -> ``"binary"``, else ``"multiclass"``.
+* bools (1-D): ``"binary"`` with class names ``["False", "True"]``.
+* integers (1-D): class indices; ``K = max + 1`` (or ``len(class_names)``),
+  class names ``"0" .. "K-1"`` unless given; ``K == 2`` -> ``"binary"``.
+* floats (1-D): ``"regression"``. Pass ``task="multiclass"`` (or
+  ``"binary"``) to treat integer-valued floats as class indices.
+* 2-D with one column: 0/1 values -> ``"binary"``; integers -> as 1-D;
+  other values -> ``"regression"`` with shape (N, 1).
+* 2-D, values all 0/1: every row has exactly one 1 -> one-hot
+  (``"binary"`` for 2 columns, else ``"multiclass"``); otherwise
+  ``"multilabel"`` (multi-hot).
+* 2-D with other values: ``"regression"`` with shape (N, D).
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from finetunekit.errors import ArgumentTypeError, LabelError, format_error
+
+__all__ = [
+    "TASKS",
+    "CLASSIFICATION_TASKS",
+    "LabelEncoding",
+    "validate_task",
+    "validate_class_names",
+    "encode_labels",
+    "reencode",
+    "raw_to_stored_tf",
+    "stored_to_batch_tf",
+]
+
+TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression")
+CLASSIFICATION_TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
+
+_MAX_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """How raw labels map to the stored targets of one adapter.
+
+    Attributes:
+        task: One of :data:`TASKS`.
+        class_names: Final class names (target names for regression).
+        raw: How a raw label is read: ``"index"`` (ints, bools, integer-valued
+            floats, any shape ``(N,)`` or ``(N, 1)``), ``"string"`` (looked up
+            in ``raw_names``), ``"onehot"`` (argmax of a row), ``"multihot"``
+            or ``"values"`` (regression).
+        raw_names: For ``raw="string"``: the names raw labels are looked up in.
+        target_shape: Per-example stored target shape: ``()`` for
+            multiclass/binary, ``(K,)`` for multilabel, ``()`` or ``(D,)`` for
+            regression.
+        remap: Optional mapping raw class index -> final class index (set when
+            an adapter is re-encoded to a larger / reordered class list).
+    """
+
+    task: str
+    class_names: tuple[str, ...]
+    raw: str
+    raw_names: tuple[str, ...] = ()
+    target_shape: tuple[int, ...] = ()
+    remap: tuple[int, ...] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """K for multiclass/multilabel, 2 for binary, None for regression."""
+        if self.task == "regression":
+            return None
+        return len(self.class_names)
+
+    @property
+    def target_dim(self) -> int:
+        """Width of the float32 batch targets."""
+        if self.task == "binary":
+            return 1
+        if self.task == "regression":
+            return int(np.prod(self.target_shape)) if self.target_shape else 1
+        return len(self.class_names)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def validate_task(task: Any) -> str | None:
+    """Checks ``task`` and returns it lower-cased (or None).
+
+    Raises:
+        ArgumentTypeError: ``task`` is not a string or None.
+        LabelError: ``task`` is not one of :data:`TASKS`.
+
+    Example:
+        >>> validate_task("Multiclass")
+        'multiclass'
+    """
+    if task is None:
+        return None
+    if not isinstance(task, str):
+        raise ArgumentTypeError(
+            format_error(
+                "task must be a string or None",
+                expected=f"one of {list(TASKS)} or None (infer from the labels)",
+                received={"task": task},
+                fix='Pass e.g. task="multiclass", or leave task=None',
+            )
+        )
+    key = task.strip().lower().replace("-", "").replace("_", "")
+    if key in TASKS:
+        return key
+    close = difflib.get_close_matches(key, TASKS, n=1)
+    hint = f'Did you mean task="{close[0]}"?' if close else "Leave task=None to infer it"
+    raise LabelError(
+        format_error(
+            f"Unknown task {task!r}",
+            expected=f"one of {list(TASKS)} or None",
+            received={"task": task},
+            fix=hint,
+        )
+    )
+
+
+def validate_class_names(class_names: Any) -> list[str] | None:
+    """Checks ``class_names`` (a sequence of distinct strings) and returns a list.
+
+    Raises:
+        ArgumentTypeError: Not a list/tuple/array of strings.
+        LabelError: Empty, or with duplicates.
+
+    Example:
+        >>> validate_class_names(("cat", "dog"))
+        ['cat', 'dog']
+    """
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(
+            format_error(
+                "class_names must be a list of strings",
+                expected="a list or tuple of distinct class names, e.g. ['cat', 'dog']",
+                received={"class_names": class_names},
+                fix="Wrap the names in a list",
+            )
+        )
+    names = list(class_names.tolist() if isinstance(class_names, np.ndarray) else class_names)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ArgumentTypeError(
+            format_error(
+                "Every class name must be a string",
+                expected="a list of str",
+                received={"class_names": names},
+                fix="Convert the names with [str(n) for n in class_names]",
+            )
+        )
+    if not names:
+        raise LabelError(
+            format_error(
+                "class_names is empty",
+                expected="at least one class name",
+                received={"class_names": names},
+                fix="Pass the class names, or class_names=None to infer them",
+            )
+        )
+    seen: set[str] = set()
+    dups = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dups:
+        raise LabelError(
+            format_error(
+                f"class_names contains duplicates: {dups[:_MAX_SHOWN]}",
+                expected="distinct class names",
+                received={"class_names": names},
+                fix="Remove the repeated names",
+            )
+        )
+    return names
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _shown(values: Any) -> str:
+    values = list(values)
+    text = ", ".join(repr(v) for v in values[:_MAX_SHOWN])
+    if len(values) > _MAX_SHOWN:
+        text += f", ... ({len(values)} in all)"
+    return "[" + text + "]"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        return "str"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "sequence"
+    return type(value).__name__
+
+
+def _as_label_array(y: Any, name: str) -> np.ndarray:
+    """np.asarray(y) with checks for mixed and ragged labels."""
+    if isinstance(y, (list, tuple)) and len(y) and not isinstance(y[0], (list, tuple, np.ndarray)):
+        kinds = {_kind(v) for v in y}
+        if "str" in kinds and len(kinds) > 1:
+            raise LabelError(
+                format_error(
+                    f"The labels mix types: {sorted(kinds)}",
+                    expected="labels of one type: all class-name strings or all integers",
+                    received={name: _shown(y)},
+                    fix="Convert every label to the same type, e.g. [str(v) for v in y]",
+                )
+            )
+    try:
+        arr = np.asarray(y)
+    except (ValueError, TypeError) as err:
+        raise LabelError(
+            format_error(
+                "The labels cannot be read as one array (ragged rows?)",
+                expected="a 1-D array of labels or a 2-D (N, K) array of one-hot / "
+                "multi-hot / target rows",
+                received={name: _short_obj(y)},
+                fix="Give every row the same length; for lists of label sets build a "
+                "multi-hot matrix (e.g. sklearn MultiLabelBinarizer)",
+            )
+        ) from err
+    if arr.dtype == object:
+        flat = arr.ravel()
+        kinds = {_kind(v) for v in flat}
+        if kinds == {"str"}:
+            text = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+            arr = np.asarray(text).reshape(arr.shape)
+        elif kinds <= {"int", "bool"} and "int" in kinds:
+            arr = arr.astype(np.int64)
+        elif kinds <= {"int", "float", "bool"}:
+            arr = arr.astype(np.float64)
+        elif "sequence" in kinds:
+            raise LabelError(
+                format_error(
+                    "The labels are ragged (rows of different lengths)",
+                    expected="a 1-D array of labels or a 2-D (N, K) array with equal rows",
+                    received={name: _short_obj(y)},
+                    fix="Build a multi-hot matrix (e.g. sklearn MultiLabelBinarizer)",
+                )
+            )
+        else:
+            raise LabelError(
+                format_error(
+                    f"The labels mix types or have an unsupported type: {sorted(kinds)}",
+                    expected="labels of one type: class-name strings, ints, bools or floats",
+                    received={name: _short_obj(y)},
+                    fix="Convert every label to the same type",
+                )
+            )
+    if arr.dtype.kind == "S":
+        arr = np.char.decode(arr, "utf-8")
+    return arr
+
+
+def _short_obj(y: Any) -> Any:
+    if isinstance(y, np.ndarray):
+        return y
+    if isinstance(y, (list, tuple)):
+        return _shown(y)
+    return y
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise LabelError(
+            format_error(
+                f"The labels contain NaN or infinite values ({int(bad.sum())} values, "
+                f"rows {_shown(rows.tolist())})",
+                expected="finite labels",
+                received={name: arr},
+                fix="Drop or fill the examples with missing targets before building the adapter",
+            )
+        )
+
+
+def _is_binary_valued(arr: np.ndarray) -> bool:
+    if arr.dtype.kind == "b":
+        return True
+    return bool(np.isin(arr, (0, 1)).all())
+
+
+def _integral(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "iub" or bool(np.all(np.mod(arr, 1) == 0))
+
+
+def _single_class_error(present: list[str], name: str, arr: np.ndarray) -> LabelError:
+    return LabelError(
+        format_error(
+            f"Only one class is present in the labels ({present[0]!r})",
+            expected="at least two different classes to train a classifier",
+            received={name: arr},
+            fix="Check the labels; for a subset that legitimately holds one class (e.g. a "
+            "test set) pass class_names=<the full class list>",
+        )
+    )
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def encode_labels(
+    y: Any,
+    *,
+    task: str | None = None,
+    class_names: list[str] | None = None,
+    name: str = "y",
+    check_single_class: bool | None = None,
+) -> tuple[np.ndarray, LabelEncoding]:
+    """Infers the task and encodes labels as stored targets.
+
+    Args:
+        y: Raw labels (anything ``np.asarray`` accepts).
+        task: A validated task (see :func:`validate_task`) or None to infer it.
+        class_names: Validated class names or None to infer them.
+        name: Name of the argument shown in error messages.
+        check_single_class: Raise when only one class is present. Defaults to
+            ``class_names is None`` (a given class list may legitimately be only
+            partly present, e.g. in a test set).
+
+    Returns:
+        ``(targets, encoding)``: the stored targets (see the module table) and
+        the :class:`LabelEncoding` describing them.
+
+    Raises:
+        LabelError: The labels cannot be used, or contradict ``task`` /
+            ``class_names``.
+
+    Example:
+        >>> targets, enc = encode_labels(["dog", "cat", "dog"])
+        >>> targets.tolist(), enc.task, enc.class_names
+        ([1, 0, 1], 'binary', ('cat', 'dog'))
+    """
+    if check_single_class is None:
+        check_single_class = class_names is None
+    arr = _as_label_array(y, name)
+    if arr.ndim == 0:
+        raise LabelError(
+            format_error(
+                "The labels are a single scalar",
+                expected="one label per example: an array of shape (N,) or (N, K)",
+                received={name: y},
+                fix="Pass an array with one entry per example",
+            )
+        )
+    if len(arr) == 0:
+        raise LabelError(
+            format_error(
+                "The labels are empty",
+                expected="at least one example",
+                received={name: arr},
+                fix="Pass non-empty data",
+            )
+        )
+    if arr.ndim > 2:
+        raise LabelError(
+            format_error(
+                f"The labels have {arr.ndim} dimensions",
+                expected="shape (N,) for class labels / scalar targets or (N, K) for one-hot, "
+                "multi-hot or vector targets",
+                received={name: arr},
+                fix="Flatten the per-example targets to 1-D, e.g. y.reshape(len(y), -1)",
+            )
+        )
+    kind = arr.dtype.kind
+    if kind not in "biufU":
+        raise LabelError(
+            format_error(
+                f"Labels of dtype {arr.dtype} are not supported",
+                expected="ints, bools, floats or class-name strings",
+                received={name: arr},
+                fix="Convert the labels to ints or strings",
+            )
+        )
+    _check_finite(arr, name)
+
+    if kind == "U":
+        if arr.ndim != 1:
+            raise LabelError(
+                format_error(
+                    "String labels must be one name per example",
+                    expected="a 1-D array of class names",
+                    received={name: arr},
+                    fix="Pass one class name per example, or a multi-hot matrix for multilabel",
+                )
+            )
+        return _encode_strings(arr, task, class_names, name, check_single_class)
+
+    if arr.ndim == 2 and arr.shape[1] == 1 and task not in ("multilabel", "regression"):
+        # a single column: (N, 1) 0/1 is the Keras layout of binary targets
+        if task is not None or kind in "iub" or _is_binary_valued(arr):
+            return _encode_indices(arr.reshape(-1), task, class_names, name, check_single_class)
+        return _encode_regression(arr, class_names, name)
+    if arr.ndim == 2:
+        return _encode_rows(arr, task, class_names, name, check_single_class)
+    if task == "multilabel":
+        raise LabelError(
+            format_error(
+                'task="multilabel" needs one multi-hot row per example',
+                expected="a 2-D (N, K) array of 0/1 values",
+                received={name: arr},
+                fix="Build a multi-hot matrix (e.g. sklearn MultiLabelBinarizer), or use "
+                'task="multiclass" for one label per example',
+            )
+        )
+    if task == "regression" or (task is None and kind == "f"):
+        return _encode_regression(arr, class_names, name)
+    if kind == "b" and class_names is None:
+        class_names = ["False", "True"]
+    return _encode_indices(arr, task, class_names, name, check_single_class)
+
+
+def _encode_strings(
+    arr: np.ndarray,
+    task: str | None,
+    class_names: list[str] | None,
+    name: str,
+    check_single: bool,
+) -> tuple[np.ndarray, LabelEncoding]:
+    if task in ("regression", "multilabel"):
+        raise LabelError(
+            format_error(
+                f'String labels cannot be used with task="{task}"',
+                expected='task="multiclass", task="binary" or None for class-name labels',
+                received={name: arr, "task": task},
+                fix="Leave task=None, or convert the labels to numbers",
+            )
+        )
+    present, inverse = np.unique(arr, return_inverse=True)
+    if class_names is None:
+        names = [str(v) for v in present]
+        targets = inverse.reshape(-1).astype(np.int64)
+    else:
+        names = list(class_names)
+        unknown = sorted(set(present.tolist()) - set(names))
+        if unknown:
+            raise LabelError(
+                format_error(
+                    f"Labels {_shown(unknown)} are not in class_names",
+                    expected=f"every label to be one of class_names={_shown(names)}",
+                    received={name: arr, "class_names": names},
+                    fix="Add the missing names to class_names, or fix the labels",
+                )
+            )
+        lookup = {n: i for i, n in enumerate(names)}
+        targets = np.array([lookup[v] for v in present.tolist()], dtype=np.int64)[
+            inverse.reshape(-1)
+        ]
+    task = _single_label_task(task, names, name, arr)
+    if check_single and len(present) < 2:
+        raise _single_class_error([str(present[0])], name, arr)
+    enc = LabelEncoding(task=task, class_names=tuple(names), raw="string", raw_names=tuple(names))
+    return targets, enc
+
+
+def _single_label_task(task: str | None, names: list[str], name: str, arr: np.ndarray) -> str:
+    if task is None:
+        return "binary" if len(names) == 2 else "multiclass"
+    if task == "binary" and len(names) != 2:
+        raise LabelError(
+            format_error(
+                f'task="binary" needs exactly 2 classes, found {len(names)}: {_shown(names)}',
+                expected="two classes",
+                received={name: arr, "task": task},
+                fix='Pass task="multiclass" (or None) for more than two classes',
+            )
+        )
+    return task
+
+
+def _encode_indices(
+    arr: np.ndarray,
+    task: str | None,
+    class_names: list[str] | None,
+    name: str,
+    check_single: bool,
+) -> tuple[np.ndarray, LabelEncoding]:
+    if arr.dtype.kind == "f" and not _integral(arr):
+        bad = arr[np.mod(arr, 1) != 0]
+        raise LabelError(
+            format_error(
+                f'task="{task}" needs integer class indices, but some labels are fractions '
+                f"(e.g. {_shown(bad.tolist())})",
+                expected="integer-valued labels 0 .. K-1",
+                received={name: arr, "task": task},
+                fix='Round the labels, or use task="regression" for continuous targets',
+            )
+        )
+    idx = arr.astype(np.int64)
+    if idx.min() < 0:
+        neg = np.unique(idx[idx < 0])
+        raise LabelError(
+            format_error(
+                f"Class labels must not be negative, found {_shown(neg.tolist())}",
+                expected="integer class indices 0 .. K-1",
+                received={name: arr},
+                fix="Shift or re-map the labels to 0 .. K-1 (e.g. np.unique(y, "
+                "return_inverse=True)[1])",
+            )
+        )
+    top = int(idx.max())
+    if class_names is not None:
+        if top >= len(class_names):
+            too_big = np.unique(idx[idx >= len(class_names)])
+            raise LabelError(
+                format_error(
+                    f"Labels {_shown(too_big.tolist())} are out of range for "
+                    f"{len(class_names)} class names",
+                    expected=f"integer labels 0 .. {len(class_names) - 1} (one per class name)",
+                    received={name: arr, "class_names": class_names},
+                    fix="Pass one class name per class index, or fix the labels",
+                )
+            )
+        names = list(class_names)
+    else:
+        names = [str(i) for i in range(top + 1)]
+    task = _single_label_task(task, names, name, arr)
+    if check_single:
+        present = np.unique(idx)
+        if len(present) < 2:
+            raise _single_class_error([names[int(present[0])]], name, arr)
+    enc = LabelEncoding(task=task, class_names=tuple(names), raw="index")
+    return idx, enc
+
+
+def _encode_regression(
+    arr: np.ndarray, class_names: list[str] | None, name: str
+) -> tuple[np.ndarray, LabelEncoding]:
+    targets = arr.astype(np.float32)
+    if np.isinf(targets).any():
+        raise LabelError(
+            format_error(
+                "The targets overflow float32",
+                expected="finite float32 targets",
+                received={name: arr},
+                fix="Rescale the targets",
+            )
+        )
+    dim = 1 if targets.ndim == 1 else targets.shape[1]
+    names: list[str] = []
+    if class_names is not None:
+        if len(class_names) != dim:
+            raise LabelError(
+                format_error(
+                    f"For regression, class_names names the {dim} target column(s), but "
+                    f"{len(class_names)} names were given",
+                    expected=f"{dim} target names, or None",
+                    received={"class_names": class_names, name: arr},
+                    fix="Pass one name per target column, or class_names=None",
+                )
+            )
+        names = list(class_names)
+    enc = LabelEncoding(
+        task="regression",
+        class_names=tuple(names),
+        raw="values",
+        target_shape=tuple(targets.shape[1:]),
+    )
+    return targets, enc
+
+
+def _encode_rows(
+    arr: np.ndarray,
+    task: str | None,
+    class_names: list[str] | None,
+    name: str,
+    check_single: bool,
+) -> tuple[np.ndarray, LabelEncoding]:
+    width = arr.shape[1]
+    if task == "regression":
+        return _encode_regression(arr, class_names, name)
+    zero_one = _is_binary_valued(arr)
+    sums = arr.sum(axis=1) if zero_one else None
+    one_hot = zero_one and bool(np.all(sums == 1))
+    if task is None:
+        if not zero_one:
+            return _encode_regression(arr, class_names, name)
+        task = ("binary" if width == 2 else "multiclass") if one_hot else "multilabel"
+    if class_names is not None and len(class_names) != width:
+        raise LabelError(
+            format_error(
+                f"The label rows have {width} columns but {len(class_names)} class names "
+                "were given",
+                expected=f"{width} class names (one per column)",
+                received={name: arr, "class_names": class_names},
+                fix="Pass one name per column, or class_names=None",
+            )
+        )
+    names = list(class_names) if class_names is not None else [str(i) for i in range(width)]
+    if task == "multilabel":
+        if not zero_one:
+            bad = np.unique(np.nonzero(~np.isin(arr, (0, 1)))[0])
+            raise LabelError(
+                format_error(
+                    f'task="multilabel" needs 0/1 (multi-hot) rows; rows {_shown(bad.tolist())} '
+                    "hold other values",
+                    expected="a 2-D array of 0s and 1s",
+                    received={name: arr, "task": task},
+                    fix='Threshold the targets (y > 0.5), or use task="regression" for '
+                    "continuous targets",
+                )
+            )
+        targets = arr.astype(np.float32)
+        present = np.flatnonzero(targets.sum(axis=0) > 0)
+        if check_single and len(present) < 2:
+            shown = [names[int(present[0])]] if len(present) else ["<none>"]
+            raise _single_class_error(shown, name, arr)
+        enc = LabelEncoding(
+            task="multilabel", class_names=tuple(names), raw="multihot", target_shape=(width,)
+        )
+        return targets, enc
+    # multiclass / binary from one-hot rows
+    if not one_hot:
+        if zero_one:
+            counts = arr.sum(axis=1)
+            bad = np.flatnonzero(counts != 1)
+            problem = "rows with no 1 or several 1s"
+        else:
+            bad = np.unique(np.nonzero(~np.isin(arr, (0, 1)))[0])
+            problem = "rows with values other than 0 and 1 (fractions or negatives)"
+        raise LabelError(
+            format_error(
+                f'task="{task}" with 2-D labels needs one-hot rows (exactly one 1, rest 0); '
+                f"found {len(bad)} {problem}, e.g. rows {_shown(bad.tolist())}",
+                expected="one-hot rows, or 1-D integer class indices",
+                received={name: arr, "task": task},
+                fix='Use task="multilabel" for several labels per example, task="regression" '
+                "for soft/continuous targets, or pass y.argmax(axis=1)",
+            )
+        )
+    if task == "binary" and width != 2:
+        raise LabelError(
+            format_error(
+                f'task="binary" needs 2 one-hot columns, found {width}',
+                expected="one-hot rows of width 2, or 1-D 0/1 labels",
+                received={name: arr, "task": task},
+                fix='Pass task="multiclass" (or None)',
+            )
+        )
+    idx = np.argmax(arr, axis=1).astype(np.int64)
+    if check_single:
+        present = np.unique(idx)
+        if len(present) < 2:
+            raise _single_class_error([names[int(present[0])]], name, arr)
+    enc = LabelEncoding(task=task, class_names=tuple(names), raw="onehot")
+    return idx, enc
+
+
+# --------------------------------------------------------------------------- re-encoding
+
+
+def reencode(
+    targets: np.ndarray,
+    encoding: LabelEncoding,
+    *,
+    task: str | None,
+    class_names: list[str] | None,
+) -> tuple[np.ndarray, LabelEncoding]:
+    """Maps stored targets onto another class list / task, by class *name*.
+
+    Only lossless conversions are done: every class of ``encoding`` must appear
+    in ``class_names`` (which may add classes or reorder them), and single-label
+    tasks stay single-label. Anything else raises :class:`LabelError`.
+
+    Args:
+        targets: Stored targets of ``encoding``.
+        encoding: The current encoding.
+        task: The wanted task, or None to keep a compatible one.
+        class_names: The wanted class names, or None to keep them.
+
+    Returns:
+        ``(targets, encoding)`` re-encoded.
+
+    Example:
+        >>> t, e = encode_labels([0, 1, 0])
+        >>> t2, e2 = reencode(t, e, task=None, class_names=["0", "1", "2"])
+        >>> t2.tolist(), e2.task
+        ([0, 1, 0], 'multiclass')
+    """
+    old_task = encoding.task
+    old_names = list(encoding.class_names)
+    new_names = old_names if class_names is None else list(class_names)
+    if old_task == "regression" or task == "regression":
+        if old_task == "regression" and task in (None, "regression") and new_names == old_names:
+            return targets, encoding
+        raise LabelError(
+            format_error(
+                f'The data has task="{old_task}" and class_names={_shown(old_names)}, '
+                f"which cannot be turned into task={task!r}, class_names="
+                f"{_shown(new_names)}",
+                expected="the same task and target names as the data",
+                received={"task": task, "class_names": class_names},
+                fix="Rebuild the adapter from the raw labels with the task you want",
+            )
+        )
+    missing = [n for n in old_names if n not in new_names]
+    if missing:
+        raise LabelError(
+            format_error(
+                f"The data has classes {_shown(missing)} that are not in class_names "
+                "(classes are matched by name)",
+                expected=f"class_names to include every class of the data: {_shown(old_names)}",
+                received={"class_names": class_names},
+                fix="Build both adapters with the same class_names, or fix the labels",
+            )
+        )
+    if old_task == "multilabel":
+        new_task = task or "multilabel"
+        if new_task != "multilabel":
+            raise _task_mismatch(old_task, task)
+    else:
+        if task == "multilabel":
+            raise _task_mismatch(old_task, task)
+        if task is None:
+            new_task = old_task if len(new_names) == 2 else "multiclass"
+        else:
+            new_task = task
+        if new_task == "binary" and len(new_names) != 2:
+            raise LabelError(
+                format_error(
+                    f'task="binary" needs exactly 2 classes, got {len(new_names)}',
+                    expected="two class names",
+                    received={"task": task, "class_names": class_names},
+                    fix='Use task="multiclass"',
+                )
+            )
+    mapping = np.array([new_names.index(n) for n in old_names], dtype=np.int64)
+    if old_task == "multilabel":
+        new_targets = np.zeros((len(targets), len(new_names)), np.float32)
+        new_targets[:, mapping] = targets
+        shape: tuple[int, ...] = (len(new_names),)
+    else:
+        new_targets = mapping[targets]
+        shape = ()
+    base = encoding.remap
+    composed = tuple(int(mapping[i]) for i in (base if base is not None else range(len(mapping))))
+    new_enc = replace(
+        encoding,
+        task=new_task,
+        class_names=tuple(new_names),
+        target_shape=shape,
+        remap=composed,
+    )
+    return new_targets, new_enc
+
+
+def _task_mismatch(old: str, new: str | None) -> LabelError:
+    return LabelError(
+        format_error(
+            f'The data has task="{old}" and cannot be used as task="{new}"',
+            expected=f'task="{old}" (or None)',
+            received={"task": new},
+            fix="Rebuild the adapter from the raw labels with the task you want",
+        )
+    )
+
+
+# --------------------------------------------------------------------------- tf encoders
+
+
+def raw_to_stored_tf(y: Any, encoding: LabelEncoding) -> Any:
+    """Encodes a batch of raw labels (a tf.Tensor, leading batch dim) as stored targets.
+
+    Mirrors :func:`encode_labels` inside a ``tf.data`` pipeline.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> _, enc = encode_labels(["a", "b", "a"])
+        >>> raw_to_stored_tf(tf.constant([b"b", b"a"]), enc).numpy().tolist()
+        [1, 0]
+    """
+    import tensorflow as tf
+
+    if encoding.raw == "string":
+        names = tf.constant(list(encoding.raw_names))
+        flat = tf.reshape(y, (-1, 1))
+        idx = tf.argmax(tf.cast(tf.equal(flat, names[tf.newaxis, :]), tf.int32), axis=1)
+    elif encoding.raw == "index":
+        idx = tf.cast(tf.reshape(y, (-1,)), tf.int64)
+    elif encoding.raw == "onehot":
+        idx = tf.argmax(tf.reshape(y, (tf.shape(y)[0], -1)), axis=1)
+    elif encoding.raw == "multihot":
+        width = len(encoding.remap) if encoding.remap is not None else encoding.target_shape[0]
+        vals = tf.reshape(tf.cast(y, tf.float32), (-1, width))
+        if encoding.remap is not None:
+            perm = np.zeros((width, len(encoding.class_names)), np.float32)
+            perm[np.arange(width), list(encoding.remap)] = 1.0
+            vals = tf.matmul(vals, tf.constant(perm))
+        return vals
+    else:  # values
+        return tf.reshape(tf.cast(y, tf.float32), (-1, *encoding.target_shape))
+    idx = tf.cast(idx, tf.int64)
+    if encoding.remap is not None:
+        idx = tf.gather(tf.constant(list(encoding.remap), tf.int64), idx)
+    return idx
+
+
+def stored_to_batch_tf(t: Any, encoding: LabelEncoding) -> Any:
+    """Turns a batch of stored targets into the float32 batch targets of the table.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> _, enc = encode_labels([0, 1, 2])
+        >>> stored_to_batch_tf(tf.constant([2, 0], tf.int64), enc).numpy().tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    import tensorflow as tf
+
+    if encoding.task == "multiclass":
+        return tf.one_hot(tf.cast(t, tf.int64), len(encoding.class_names), dtype=tf.float32)
+    if encoding.task == "binary":
+        return tf.reshape(tf.cast(t, tf.float32), (-1, 1))
+    if encoding.task == "multilabel":
+        return tf.cast(t, tf.float32)
+    return tf.reshape(tf.cast(t, tf.float32), (-1, encoding.target_dim))

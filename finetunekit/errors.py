@@ -1,0 +1,134 @@
+"""The finetunekit exception hierarchy.
+
+Every problem a user can cause raises a subclass of :class:`FineTuneError`,
+before any expensive work starts. Each subclass also derives from the builtin
+exception that fits (``ValueError`` or ``TypeError``), so code that already
+catches those keeps working.
+
+Messages follow one shape, built by :func:`format_error`::
+
+    <what happened>. Expected <what was expected>. Received: <arg>=<value>. <how to fix>
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "FineTuneError",
+    "DataError",
+    "LabelError",
+    "BackboneError",
+    "UnknownBackboneError",
+    "WeightsError",
+    "InputShapeError",
+    "HeadError",
+    "TrainerError",
+    "EvaluationError",
+    "ConfigError",
+    "ArgumentTypeError",
+    "LoadError",
+    "format_error",
+]
+
+
+class FineTuneError(Exception):
+    """Base class of every error finetunekit raises on purpose."""
+
+
+class ArgumentTypeError(FineTuneError, TypeError):
+    """An argument has the wrong Python type."""
+
+
+class DataError(FineTuneError, ValueError):
+    """The data (inputs, shapes, values) cannot be used as given."""
+
+
+class LabelError(DataError):
+    """The labels / targets cannot be used as given."""
+
+
+class BackboneError(FineTuneError, ValueError):
+    """The pretrained model cannot be created as asked."""
+
+
+class UnknownBackboneError(BackboneError):
+    """No backbone of that name exists."""
+
+
+class WeightsError(BackboneError):
+    """Pretrained weights are missing, unreadable or cannot be downloaded."""
+
+
+class InputShapeError(BackboneError):
+    """The input shape does not fit the backbone."""
+
+
+class HeadError(FineTuneError, ValueError):
+    """The new output layer cannot be built as asked."""
+
+
+class TrainerError(FineTuneError, ValueError):
+    """A training setting is invalid."""
+
+
+class EvaluationError(FineTuneError, ValueError):
+    """Evaluation cannot run on what was given."""
+
+
+class ConfigError(FineTuneError, ValueError):
+    """A recipe (config dict) is invalid or cannot be serialised."""
+
+
+class LoadError(FineTuneError, ValueError):
+    """A saved file cannot be loaded as a finetunekit result."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """Returns a short ``repr`` of ``value`` for an error message."""
+    try:
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return f"array(shape={value.shape}, dtype={value.dtype})"
+    except Exception:  # pragma: no cover - numpy always present
+        pass
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def format_error(
+    what: str,
+    *,
+    expected: str | None = None,
+    received: dict[str, Any] | None = None,
+    fix: str | None = None,
+) -> str:
+    """Builds a message in the finetunekit error shape.
+
+    Args:
+        what: What happened, as a sentence.
+        expected: What was expected instead.
+        received: Offending argument names mapped to the values received.
+            Values are shown with a short ``repr`` (arrays by shape and dtype).
+        fix: How to fix it.
+
+    Returns:
+        The message: ``"<what>. Expected <expected>. Received: a=1. <fix>"``.
+
+    Example:
+        >>> format_error("batch_size must be positive", expected="an int >= 1",
+        ...              received={"batch_size": 0}, fix="Pass batch_size=32.")
+        'batch_size must be positive. Expected an int >= 1. Received: batch_size=0. Pass batch_size=32.'
+    """
+    parts = [what.rstrip(".") + "."]
+    if expected:
+        parts.append(f"Expected {expected.rstrip('.')}.")
+    if received:
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in received.items())
+        parts.append(f"Received: {shown}.")
+    if fix:
+        parts.append(fix.rstrip(".") + ".")
+    return " ".join(parts)

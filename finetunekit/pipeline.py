@@ -1,0 +1,344 @@
+"""``FineTuner``: the immutable recipe that chains the five steps."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from finetunekit.backbones import Backbone
+from finetunekit.errors import ArgumentTypeError, ConfigError, DataError, format_error
+from finetunekit.evaluation import Evaluator
+from finetunekit.heads import HeadReplacer, default_metrics
+from finetunekit.result import FineTuneResult
+from finetunekit.training import Trainer
+
+__all__ = ["FineTuner"]
+
+_CONFIG_KEYS = {"format", "version", "backbone", "head", "trainer", "evaluator", "validation"}
+
+
+class FineTuner:
+    """The fine-tuning recipe: data, backbone, head, trainer and evaluator.
+
+    Every ``with_*`` method returns a NEW ``FineTuner``; the recipe itself is
+    never modified, so re-running a notebook cell is safe. ``fit()`` builds
+    the model, trains it and returns a :class:`FineTuneResult`.
+
+    Example:
+        >>> import numpy as np, finetunekit as ftk
+        >>> x = np.random.randint(0, 255, (40, 32, 32, 3), "uint8")
+        >>> y = np.arange(40) % 2
+        >>> tuner = (ftk.FineTuner()
+        ...          .with_data(ftk.DatasetAdapter.from_arrays(x, y), validation=0.25)
+        ...          .with_backbone(ftk.Backbone("mobilenet_v3_small", weights=None,
+        ...                                      input_shape=(32, 32, 3)))
+        ...          .with_head(ftk.HeadReplacer())
+        ...          .with_trainer(ftk.Trainer(epochs=1, verbose=0)))
+        >>> result = tuner.fit()
+        >>> result.predict(x[:2]).shape
+        (2, 1)
+    """
+
+    def __init__(self) -> None:
+        self._data: Any = None
+        self._validation: Any = None
+        self._backbone: Backbone | None = None
+        self._head = HeadReplacer()
+        self._trainer = Trainer()
+        self._evaluator = Evaluator()
+
+    # ------------------------------------------------------------------ recipe
+    def _replace(self, **changes: Any) -> FineTuner:
+        new = copy.copy(self)
+        for key, value in changes.items():
+            setattr(new, f"_{key}", value)
+        return new
+
+    def with_data(self, data: Any, validation: Any = None) -> FineTuner:
+        """Returns a new recipe with training data and optional validation.
+
+        Args:
+            data: a ``DatasetAdapter``, an ``(x, y)`` tuple or a ``tf.data`` of ``(x, y)``.
+            validation: a ``DatasetAdapter`` (or ``(x, y)``), a fraction in
+                (0, 1) split off ``data`` (stratified), or ``None``.
+        """
+        from finetunekit.data import as_adapter
+
+        adapter = as_adapter(data)
+        if validation is not None and not isinstance(validation, float):
+            if isinstance(validation, (int, bool)):
+                raise DataError(
+                    format_error(
+                        "validation must be a fraction, a dataset or None",
+                        expected="a float in (0, 1), a DatasetAdapter or None",
+                        received={"validation": validation},
+                        fix="Pass validation=0.2",
+                    )
+                )
+            validation = as_adapter(
+                validation, task=adapter.task, class_names=adapter.class_names or None
+            )
+        elif isinstance(validation, float) and not 0.0 < validation < 1.0:
+            raise DataError(
+                format_error(
+                    "The validation fraction must be between 0 and 1",
+                    expected="a float in (0, 1), e.g. 0.2",
+                    received={"validation": validation},
+                    fix="Pass validation=0.2",
+                )
+            )
+        return self._replace(data=adapter, validation=validation)
+
+    def with_backbone(self, backbone: Backbone | str) -> FineTuner:
+        """Returns a new recipe with ``backbone`` (a ``Backbone`` or a name)."""
+        if isinstance(backbone, str):
+            backbone = Backbone(backbone)
+        if not isinstance(backbone, Backbone):
+            raise ArgumentTypeError(
+                format_error(
+                    "with_backbone needs a Backbone or a name",
+                    expected="finetunekit.Backbone or a string such as 'vgg16'",
+                    received={"backbone": backbone},
+                    fix="Wrap a Keras model with Backbone.from_model(model)",
+                )
+            )
+        return self._replace(backbone=backbone)
+
+    def with_head(self, head: HeadReplacer | int) -> FineTuner:
+        """Returns a new recipe with ``head`` (a ``HeadReplacer`` or a class count)."""
+        if isinstance(head, int) and not isinstance(head, bool):
+            head = HeadReplacer(num_classes=head)
+        if not isinstance(head, HeadReplacer):
+            raise ArgumentTypeError(
+                format_error(
+                    "with_head needs a HeadReplacer or a class count",
+                    expected="finetunekit.HeadReplacer or an int",
+                    received={"head": head},
+                    fix="Pass HeadReplacer(num_classes='auto')",
+                )
+            )
+        return self._replace(head=head)
+
+    def with_trainer(self, trainer: Trainer) -> FineTuner:
+        """Returns a new recipe with ``trainer``."""
+        if not isinstance(trainer, Trainer):
+            raise ArgumentTypeError(
+                format_error(
+                    "with_trainer needs a Trainer",
+                    expected="finetunekit.Trainer(...)",
+                    received={"trainer": trainer},
+                    fix="Pass Trainer(epochs=5)",
+                )
+            )
+        return self._replace(trainer=trainer)
+
+    def with_evaluator(self, evaluator: Evaluator) -> FineTuner:
+        """Returns a new recipe with ``evaluator``."""
+        if not isinstance(evaluator, Evaluator):
+            raise ArgumentTypeError(
+                format_error(
+                    "with_evaluator needs an Evaluator",
+                    expected="finetunekit.Evaluator(...)",
+                    received={"evaluator": evaluator},
+                    fix="Pass Evaluator()",
+                )
+            )
+        return self._replace(evaluator=evaluator)
+
+    @property
+    def data(self) -> Any:
+        """The training ``DatasetAdapter`` (or ``None``)."""
+        return self._data
+
+    @property
+    def backbone(self) -> Backbone | None:
+        """The ``Backbone`` (or ``None``)."""
+        return self._backbone
+
+    @property
+    def head(self) -> HeadReplacer:
+        """The ``HeadReplacer``."""
+        return self._head
+
+    @property
+    def trainer(self) -> Trainer:
+        """The ``Trainer``."""
+        return self._trainer
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The ``Evaluator``."""
+        return self._evaluator
+
+    # ------------------------------------------------------------------ fit
+    def _prepare(self) -> tuple[Any, Any, int]:
+        """Validates the whole recipe before anything is built; returns (train, val, units)."""
+        from finetunekit.data import check_compatible
+
+        if self._data is None:
+            raise ConfigError(
+                format_error(
+                    "The recipe has no data",
+                    expected="training data set with with_data(...)",
+                    received={"data": None},
+                    fix="Call .with_data(DatasetAdapter.from_arrays(x, y))",
+                )
+            )
+        if self._backbone is None:
+            raise ConfigError(
+                format_error(
+                    "The recipe has no backbone",
+                    expected="a backbone set with with_backbone(...)",
+                    received={"backbone": None},
+                    fix="Call .with_backbone('mobilenet_v3_small') or "
+                    ".with_backbone(Backbone(name, weights=...))",
+                )
+            )
+        train, validation = self._data, self._validation
+        if isinstance(validation, float):
+            train, validation = train.split(validation, seed=self._trainer.seed or 0)
+        if validation is not None:
+            check_compatible(train, validation)
+        self._backbone.check_input(tuple(train.input_shape))
+        outputs = train.target_dim if train.task == "regression" else train.num_classes
+        units = self._head.output_units(train.task, int(outputs))
+        return train, validation, units
+
+    def fit(self) -> FineTuneResult:
+        """Builds the model, fine-tunes it, and returns a :class:`FineTuneResult`.
+
+        Every argument is checked first; only then are the backbone weights
+        loaded and the model built and trained.
+        """
+        train, validation, units = self._prepare()
+        trainer = self._trainer
+        if trainer.seed is not None:
+            keras.utils.set_random_seed(trainer.seed)
+        start = time.perf_counter()
+        model, backbone_model, info = self.build_model(train, units)
+        build_seconds = time.perf_counter() - start
+        train_ds = train.as_dataset(trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.seed)
+        val_ds = validation.as_dataset(trainer.batch_size) if validation is not None else None
+        task, num_classes = train.task, train.num_classes
+        run = trainer.train(
+            model,
+            backbone_model,
+            train_ds,
+            val_ds,
+            loss=self._head.make_loss(task),
+            metrics=lambda: default_metrics(task, num_classes),
+        )
+        timings = {"build": build_seconds, **run.timings}
+        timings["total"] = time.perf_counter() - start
+        params = {"total": int(model.count_params())}
+        params.update({f"trainable_{k}": v for k, v in run.trainable_params.items()})
+        try:
+            recipe: dict[str, Any] | None = self.get_config()
+        except ConfigError:
+            recipe = None
+        info["num_train"] = len(train)
+        info["num_validation"] = len(validation) if validation is not None else 0
+        return FineTuneResult(
+            model=model,
+            task=task,
+            class_names=list(train.class_names),
+            history=run.history,
+            timings=timings,
+            params=params,
+            info=info,
+            recipe=recipe,
+            evaluator_config=self._evaluator.get_config(),
+        )
+
+    def build_model(
+        self, train: Any, units: int
+    ) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
+        """Builds (untrained) the full model for ``train``: inputs -> adaptation -> backbone -> head.
+
+        Returns:
+            ``(model, backbone_model, info)``.
+        """
+        assert self._backbone is not None
+        inputs = keras.Input(shape=tuple(train.input_shape), dtype=train.input_dtype, name="inputs")
+        value_range = None
+        if str(train.input_dtype).startswith("float"):
+            sample = np.asarray(train.sample_inputs(256), dtype="float64")
+            value_range = (float(sample.min()), float(sample.max()))
+        built = self._backbone.build(
+            inputs, input_dtype=str(train.input_dtype), value_range=value_range
+        )
+        outputs = self._head.build(built.features, task=train.task, units=units)
+        model = keras.Model(inputs, outputs, name=f"finetuned_{_safe(self._backbone.name)}")
+        return model, built.model, dict(built.info)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """Returns the JSON-serialisable recipe (no data, no arrays, no weights).
+
+        A validation fraction is kept; data and validation datasets are not.
+        """
+        return {
+            "format": "finetunekit.FineTuner",
+            "version": 1,
+            "backbone": self._backbone.get_config() if self._backbone else None,
+            "head": self._head.get_config(),
+            "trainer": self._trainer.get_config(),
+            "evaluator": self._evaluator.get_config(),
+            "validation": self._validation if isinstance(self._validation, float) else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FineTuner:
+        """Rebuilds a recipe from :meth:`get_config`; unknown keys raise ``ConfigError``.
+
+        Example:
+            >>> import finetunekit as ftk
+            >>> cfg = ftk.FineTuner().with_head(3).get_config()
+            >>> ftk.FineTuner.from_config(cfg).head.num_classes
+            3
+        """
+        if not isinstance(config, dict):
+            raise ArgumentTypeError(
+                format_error(
+                    "from_config needs a dict",
+                    expected="the dict returned by FineTuner.get_config()",
+                    received={"config": config},
+                    fix="Load the JSON with json.load first",
+                )
+            )
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown:
+            raise ConfigError(
+                format_error(
+                    f"Unknown keys in the FineTuner config: {sorted(unknown)}",
+                    expected=f"only {sorted(_CONFIG_KEYS)}",
+                    received={"config": sorted(config)},
+                    fix="Remove the unknown keys",
+                )
+            )
+        tuner = cls()
+        if config.get("backbone"):
+            tuner = tuner._replace(backbone=Backbone.from_config(config["backbone"]))
+        if config.get("head"):
+            tuner = tuner._replace(head=HeadReplacer.from_config(config["head"]))
+        if config.get("trainer"):
+            tuner = tuner._replace(trainer=Trainer.from_config(config["trainer"]))
+        if config.get("evaluator"):
+            tuner = tuner._replace(evaluator=Evaluator.from_config(config["evaluator"]))
+        if config.get("validation") is not None:
+            tuner = tuner._replace(validation=float(config["validation"]))
+        return tuner
+
+    def __repr__(self) -> str:
+        return (
+            f"FineTuner(data={self._data!r}, backbone={self._backbone!r}, head={self._head!r}, "
+            f"trainer={self._trainer!r})"
+        )
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)

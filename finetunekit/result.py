@@ -1,0 +1,251 @@
+"""``FineTuneResult`` (what ``fit`` returns) and ``load``: atomic save, safe load."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from finetunekit.errors import LoadError, format_error
+
+__all__ = ["FineTuneResult", "load", "METADATA_NAME"]
+
+METADATA_NAME = "finetunekit.json"
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class FineTuneResult:
+    """The trained model and what the run measured.
+
+    Attributes:
+        model: a plain ``keras.Model`` that takes the user's RAW inputs.
+        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        class_names: class names in output order (``[]`` for regression).
+        history: Keras-style ``{metric: [value per epoch]}`` over all phases,
+            with ``"phase"`` and ``"epoch"`` columns.
+        timings: wall seconds: ``"build"``, ``"phase1"``, ``"phase2"``, ``"total"``.
+        params: ``"total"`` parameters and ``"trainable_phase1"`` / ``"trainable_phase2"``.
+        info: how the inputs were adapted (backbone, input size, input range).
+        recipe: the ``FineTuner.get_config()`` that produced it, when serialisable.
+    """
+
+    model: keras.Model
+    task: str
+    class_names: list[str]
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    evaluator_config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ use
+    def predict(self, x: Any, batch_size: int = 64) -> np.ndarray:
+        """Returns probabilities (classification) or values (regression) as numpy.
+
+        Args:
+            x: raw inputs, as given to ``DatasetAdapter`` (numpy array or ``tf.data``
+                of inputs).
+            batch_size: examples per forward pass.
+
+        Example:
+            >>> probs = result.predict(x_new)  # doctest: +SKIP
+        """
+        return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0))
+
+    def predict_classes(self, x: Any, batch_size: int = 64) -> list[Any]:
+        """Returns predicted class names (classification only).
+
+        Multiclass: the arg-max class; binary: ``class_names[1]`` when the
+        probability is >= 0.5; multilabel: the list of classes >= 0.5.
+        """
+        probs = self.predict(x, batch_size)
+        if self.task == "multiclass":
+            return [self.class_names[i] for i in probs.argmax(-1)]
+        if self.task == "binary":
+            return [self.class_names[int(p >= 0.5)] for p in probs.reshape(-1)]
+        if self.task == "multilabel":
+            return [[c for c, p in zip(self.class_names, row) if p >= 0.5] for row in probs]
+        raise LoadError(
+            format_error(
+                "predict_classes needs a classification result",
+                expected="task multiclass, binary or multilabel",
+                received={"task": self.task},
+                fix="Use predict() for regression",
+            )
+        )
+
+    def evaluate(self, data: Any, evaluator: Any = None) -> Any:
+        """Evaluates the model on ``data`` (an adapter or ``(x, y)``).
+
+        Labels are encoded with the training classes, so string labels map to
+        the same outputs; a mismatch in classes raises a ``FineTuneError``.
+
+        Returns:
+            An ``EvaluationReport``.
+        """
+        from finetunekit.evaluation import Evaluator
+
+        if evaluator is None:
+            evaluator = (
+                Evaluator.from_config(self.evaluator_config)
+                if self.evaluator_config
+                else Evaluator()
+            )
+        class_names = self.class_names or None
+        return evaluator.evaluate(self.model, data, task=self.task, class_names=class_names)
+
+    # ------------------------------------------------------------------ persistence
+    def metadata(self) -> dict[str, Any]:
+        """Returns the JSON metadata saved beside the model."""
+        return {
+            "format_version": _FORMAT_VERSION,
+            "task": self.task,
+            "class_names": list(self.class_names),
+            "history": _jsonable(self.history),
+            "timings": _jsonable(self.timings),
+            "params": _jsonable(self.params),
+            "info": _jsonable(self.info),
+            "recipe": self.recipe,
+            "evaluator_config": self.evaluator_config,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Saves model and metadata to one ``.keras`` file, atomically.
+
+        The file is written to a temporary file in the same folder and then
+        moved over ``path``, so a crash never leaves a half-written file.
+
+        Returns:
+            The path written.
+        """
+        path = os.fspath(path)
+        if not path.endswith(".keras"):
+            raise LoadError(
+                format_error(
+                    "A finetunekit result is saved as a .keras file",
+                    expected="a path ending in .keras",
+                    received={"path": path},
+                    fix=f"Use {os.path.splitext(path)[0]}.keras",
+                )
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ftk-", suffix=".keras", dir=folder)
+        os.close(fd)
+        try:
+            self.model.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(METADATA_NAME, json.dumps(self.metadata()))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    def __repr__(self) -> str:
+        return (
+            f"FineTuneResult(task={self.task!r}, classes={len(self.class_names)}, "
+            f"epochs={len(self.history.get('epoch', []))}, params={self.params.get('total')})"
+        )
+
+
+def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneResult:
+    """Loads a result saved with :meth:`FineTuneResult.save`.
+
+    Keras' safe mode is on by default: a file carrying code (a ``Lambda``
+    layer) is refused unless ``safe_mode=False`` is passed for a file you trust.
+
+    Args:
+        path: the ``.keras`` file.
+        safe_mode: refuse to deserialise code from the file.
+
+    Example:
+        >>> import finetunekit as ftk
+        >>> again = ftk.load("model.keras")  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LoadError(
+            format_error(
+                "The file does not exist",
+                expected="a .keras file written by FineTuneResult.save",
+                received={"path": path},
+                fix="Check the path",
+            )
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            meta = json.loads(archive.read(METADATA_NAME)) if METADATA_NAME in names else None
+    except zipfile.BadZipFile as exc:
+        raise LoadError(
+            format_error(
+                "The file is not a .keras archive (corrupt or another format)",
+                expected="a .keras file written by FineTuneResult.save",
+                received={"path": path},
+                fix="Save the result again with result.save('model.keras')",
+            )
+        ) from exc
+    if meta is None:
+        raise LoadError(
+            format_error(
+                "The file is a Keras model but not a finetunekit result (no finetunekit.json)",
+                expected="a file written by FineTuneResult.save",
+                received={"path": path},
+                fix="Load it with keras.saving.load_model, or use it as Backbone.from_file(path)",
+            )
+        )
+    import finetunekit.backbones.layers  # noqa: F401 - registers the custom layers
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise LoadError(
+                format_error(
+                    "The file contains code (a Lambda layer); loading it would run that code",
+                    expected="a model without Lambda layers, or an explicit opt-in",
+                    received={"path": path, "safe_mode": safe_mode},
+                    fix="Only if you trust the file, pass safe_mode=False",
+                )
+            ) from exc
+        raise LoadError(
+            format_error(
+                f"Keras could not load the model ({str(exc)[:200]})",
+                expected="an intact .keras file",
+                received={"path": path},
+                fix="Save the result again",
+            )
+        ) from exc
+    return FineTuneResult(
+        model=model,
+        task=meta["task"],
+        class_names=list(meta.get("class_names", [])),
+        history=meta.get("history", {}),
+        timings=meta.get("timings", {}),
+        params=meta.get("params", {}),
+        info=meta.get("info", {}),
+        recipe=meta.get("recipe"),
+        evaluator_config=meta.get("evaluator_config"),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if v != v else v
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value

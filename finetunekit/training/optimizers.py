@@ -1,0 +1,88 @@
+"""Optimizer creation: by name or from a Keras optimizer, at a given learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from finetunekit.errors import ArgumentTypeError, TrainerError, format_error
+
+__all__ = ["OPTIMIZERS", "check_optimizer", "make_optimizer", "optimizer_config"]
+
+OPTIMIZERS = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+    "adamax": "Adamax",
+    "nadam": "Nadam",
+    "ftrl": "Ftrl",
+    "lion": "Lion",
+    "lamb": "Lamb",
+}
+
+
+def check_optimizer(optimizer: Any) -> Any:
+    """Validates an optimizer name or Keras optimizer instance; returns it.
+
+    Example:
+        >>> check_optimizer("Adam")
+        'adam'
+    """
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise ArgumentTypeError(
+            format_error(
+                "optimizer must be a name or a keras.optimizers.Optimizer",
+                expected=f"one of {sorted(OPTIMIZERS)} or an optimizer instance",
+                received={"optimizer": optimizer},
+                fix="Pass optimizer='adam'",
+            )
+        )
+    key = optimizer.lower().replace("_", "")
+    if key not in OPTIMIZERS or not hasattr(keras.optimizers, OPTIMIZERS[key]):
+        raise TrainerError(
+            format_error(
+                f"Unknown optimizer {optimizer!r}",
+                expected=f"one of {sorted(OPTIMIZERS)} or a keras.optimizers.Optimizer",
+                received={"optimizer": optimizer},
+                fix="Pass optimizer='adam' or 'sgd'",
+            )
+        )
+    return key
+
+
+def make_optimizer(optimizer: Any, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """Returns a NEW optimizer of the given kind at ``learning_rate``.
+
+    A Keras optimizer instance is copied through its config (never reused
+    across phases), with its learning rate replaced.
+
+    Example:
+        >>> type(make_optimizer("sgd", 0.01)).__name__
+        'SGD'
+    """
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        config = optimizer.get_config()
+        config["learning_rate"] = learning_rate
+        return type(optimizer).from_config(config)
+    cls = getattr(keras.optimizers, OPTIMIZERS[check_optimizer(optimizer)])
+    return cls(learning_rate=learning_rate)
+
+
+def optimizer_config(optimizer: Any) -> Any:
+    """Returns a JSON-serialisable form of a name or optimizer instance."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return keras.optimizers.serialize(optimizer)
+    return optimizer
+
+
+def optimizer_from_config(value: Any) -> Any:
+    """Inverse of :func:`optimizer_config`."""
+    if isinstance(value, dict):
+        return keras.optimizers.deserialize(value)
+    return value

@@ -1,0 +1,29 @@
+"""Shared test settings: quiet TensorFlow, tiny fixtures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="ftk-keras-home-"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clear_keras_session():
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def tiny_images():
+    """40 random 16x16 grayscale uint8 images with 2 balanced classes learnable from brightness."""
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = rng.integers(0, 100, (40, 16, 16)).astype("uint8")
+    x[y == 1] += 120
+    return x, y
