@@ -10,7 +10,7 @@ STAMP := $(VENV)/.finetunekit-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,demo]"
+	$(PY) -m pip install --quiet -e ".[test,demo,export,plots,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)

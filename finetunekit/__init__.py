@@ -11,6 +11,7 @@ from finetunekit.data import DatasetAdapter
 from finetunekit.errors import (
     ArgumentTypeError,
     BackboneError,
+    CheckpointError,
     ConfigError,
     DataError,
     EvaluationError,
@@ -35,6 +36,7 @@ __all__ = [
     "ArgumentTypeError",
     "Backbone",
     "BackboneError",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "DatasetAdapter",

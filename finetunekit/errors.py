@@ -24,6 +24,7 @@ __all__ = [
     "InputShapeError",
     "HeadError",
     "TrainerError",
+    "CheckpointError",
     "EvaluationError",
     "ConfigError",
     "ArgumentTypeError",
@@ -70,6 +71,10 @@ class HeadError(FineTuneError, ValueError):
 
 class TrainerError(FineTuneError, ValueError):
     """A training setting is invalid."""
+
+
+class CheckpointError(TrainerError):
+    """A training checkpoint cannot be used (another recipe's, or unreadable)."""
 
 
 class EvaluationError(FineTuneError, ValueError):

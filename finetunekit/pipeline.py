@@ -15,6 +15,7 @@ from finetunekit.evaluation import Evaluator
 from finetunekit.heads import HeadReplacer, default_metrics
 from finetunekit.result import FineTuneResult
 from finetunekit.training import Trainer
+from finetunekit.training.compute import precision_scope
 
 __all__ = ["FineTuner"]
 
@@ -203,9 +204,14 @@ class FineTuner:
             train, validation = train.split(validation, seed=self._trainer.seed or 0)
         if validation is not None:
             check_compatible(train, validation)
-        self._backbone.check_input(tuple(train.input_shape))
+        self._backbone.check_input(tuple(train.input_shape), str(train.input_dtype))
         outputs = train.target_dim if train.task == "regression" else train.num_classes
         units = self._head.output_units(train.task, int(outputs))
+        metric_names = [m.name for m in default_metrics(train.task, train.num_classes)]
+        self._trainer.check_monitor(metric_names, validation is not None)
+        known = self._backbone.known_model()  # from_model backbones: check unfreeze now
+        if known is not None:
+            self._trainer.check_backbone(known)
         return train, validation, units
 
     def fit(self) -> FineTuneResult:
@@ -219,7 +225,8 @@ class FineTuner:
         if trainer.seed is not None:
             keras.utils.set_random_seed(trainer.seed)
         start = time.perf_counter()
-        model, backbone_model, info = self.build_model(train, units)
+        with precision_scope(trainer.precision):  # Keras dtype policy while building
+            model, backbone_model, info = self.build_model(train, units)
         build_seconds = time.perf_counter() - start
         train_ds = train.as_dataset(trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.seed)
         val_ds = validation.as_dataset(trainer.batch_size) if validation is not None else None
@@ -229,8 +236,10 @@ class FineTuner:
             backbone_model,
             train_ds,
             val_ds,
-            loss=self._head.make_loss(task),
+            loss=self._head.make_loss(task, (info.get("target_scaling") or {}).get("std")),
             metrics=lambda: default_metrics(task, num_classes),
+            train_data=train,  # lets phase 1 train on cached features
+            validation_data=validation,
         )
         timings = {"build": build_seconds, **run.timings}
         timings["total"] = time.perf_counter() - start
@@ -241,6 +250,9 @@ class FineTuner:
         except ConfigError:
             recipe = None
         info["num_train"] = len(train)
+        info.update(run.info)  # "feature_cache": {"used", "reason", "bytes", "spilled"}
+        if run.resumed_from is not None:  # continued from Trainer(checkpoint_dir=...)
+            info["resumed_from"] = run.resumed_from
         info["num_validation"] = len(validation) if validation is not None else 0
         return FineTuneResult(
             model=model,
@@ -271,9 +283,18 @@ class FineTuner:
         built = self._backbone.build(
             inputs, input_dtype=str(train.input_dtype), value_range=value_range
         )
-        outputs = self._head.build(built.features, task=train.task, units=units)
+        info = dict(built.info)
+        target_stats = None
+        if train.task == "regression" and self._head.scale_targets:
+            from finetunekit.heads.scaling import target_statistics
+
+            target_stats = target_statistics(train.targets())
+            info["target_scaling"] = {"mean": target_stats[0], "std": target_stats[1]}
+        outputs = self._head.build(
+            built.features, task=train.task, units=units, target_stats=target_stats
+        )
         model = keras.Model(inputs, outputs, name=f"finetuned_{_safe(self._backbone.name)}")
-        return model, built.model, dict(built.info)
+        return model, built.model, info
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from finetunekit.errors import LoadError, format_error
+from finetunekit.errors import LabelError, LoadError, format_error
 
 __all__ = ["FineTuneResult", "load", "METADATA_NAME"]
 
@@ -34,6 +34,8 @@ class FineTuneResult:
         params: ``"total"`` parameters and ``"trainable_phase1"`` / ``"trainable_phase2"``.
         info: how the inputs were adapted (backbone, input size, input range).
         recipe: the ``FineTuner.get_config()`` that produced it, when serialisable.
+        temperature: the softmax / sigmoid temperature fitted by :meth:`calibrate`
+            (1.0: uncalibrated); :meth:`predict` and :meth:`evaluate` apply it.
     """
 
     model: keras.Model
@@ -45,6 +47,7 @@ class FineTuneResult:
     info: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] | None = None
     evaluator_config: dict[str, Any] | None = None
+    temperature: float = 1.0
 
     # ------------------------------------------------------------------ use
     def predict(self, x: Any, batch_size: int = 64) -> np.ndarray:
@@ -58,7 +61,44 @@ class FineTuneResult:
         Example:
             >>> probs = result.predict(x_new)  # doctest: +SKIP
         """
-        return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0))
+        from finetunekit.data.text import as_predict_inputs
+
+        x = as_predict_inputs(x, batch_size, self.model)  # texts -> tf.data of strings
+        probs = np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0))
+        if self.temperature != 1.0:
+            from finetunekit.evaluation.calibration import apply_temperature
+
+            probs = apply_temperature(probs, self.temperature)
+        return probs
+
+    def calibrate(self, validation_data: Any, batch_size: int = 64) -> dict[str, float]:
+        """Fits temperature scaling on held-out data; ``predict`` then applies it.
+
+        Finds the single temperature ``T`` minimising the negative
+        log-likelihood of ``validation_data`` (logits recovered as ``log p``
+        for softmax, ``logit(p)`` for sigmoid), stores it in
+        ``self.temperature`` (saved by :meth:`save`) and returns the
+        calibration before and after. Arg-max predictions never change.
+        Calling it again refits from the uncalibrated model.
+
+        Args:
+            validation_data: data NOT used for training: an adapter, ``(x, y)``
+                or a ``tf.data`` of ``(x, y)``.
+            batch_size: examples per forward pass.
+
+        Returns:
+            ``{"temperature", "ece_before", "ece_after", "nll_before", "nll_after"}``.
+
+        Raises:
+            EvaluationError: for multilabel and regression results.
+
+        Example:
+            >>> result.calibrate(val)["ece_after"]  # doctest: +SKIP
+            0.021
+        """
+        from finetunekit.evaluation.calibration import calibrate_result
+
+        return calibrate_result(self, validation_data, batch_size)
 
     def predict_classes(self, x: Any, batch_size: int = 64) -> list[Any]:
         """Returns predicted class names (classification only).
@@ -82,11 +122,13 @@ class FineTuneResult:
             )
         )
 
-    def evaluate(self, data: Any, evaluator: Any = None) -> Any:
+    def evaluate(self, data: Any, evaluator: Any = None, *, thresholds: Any = None) -> Any:
         """Evaluates the model on ``data`` (an adapter or ``(x, y)``).
 
         Labels are encoded with the training classes, so string labels map to
         the same outputs; a mismatch in classes raises a ``FineTuneError``.
+        ``thresholds`` (binary / multilabel) are the decision thresholds, e.g.
+        ``{"label": 0.3}`` per label, as in ``Evaluator.evaluate``.
 
         Returns:
             An ``EvaluationReport``.
@@ -100,7 +142,21 @@ class FineTuneResult:
                 else Evaluator()
             )
         class_names = self.class_names or None
-        return evaluator.evaluate(self.model, data, task=self.task, class_names=class_names)
+        model = self.model
+        if self.temperature != 1.0:
+            from finetunekit.evaluation.calibration import TemperatureScaled
+
+            model = TemperatureScaled(self.model, self.temperature)
+        try:
+            return evaluator.evaluate(
+                model, data, task=self.task, class_names=class_names, thresholds=thresholds
+            )
+        except LabelError as exc:  # say which classes the model knows
+            shown = list(self.class_names[:10]) + (["..."] if len(self.class_names) > 10 else [])
+            raise LabelError(
+                f"The evaluation data does not fit the {len(self.class_names)} classes the "
+                f"model was trained on {shown}: {exc}"
+            ) from exc
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
@@ -115,6 +171,7 @@ class FineTuneResult:
             "info": _jsonable(self.info),
             "recipe": self.recipe,
             "evaluator_config": self.evaluator_config,
+            "temperature": float(self.temperature),
         }
 
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -149,6 +206,38 @@ class FineTuneResult:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        format: str = "saved_model",
+        *,
+        quantize: str | None = None,
+        sample: Any = None,
+        representative_data: Any = None,
+        tolerance: float | None = None,
+    ) -> Any:
+        """Exports the model and verifies the artifact in its own runtime.
+
+        See :func:`finetunekit.export.export` for the arguments.
+
+        Returns:
+            An ``ExportReport`` (max absolute difference, top-1 agreement).
+
+        Example:
+            >>> result.export("digits.tflite", format="litert", quantize="dynamic")  # doctest: +SKIP
+        """
+        from finetunekit.export import export
+
+        return export(
+            self,
+            path,
+            format,
+            quantize=quantize,
+            sample=sample,
+            representative_data=representative_data,
+            tolerance=tolerance,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -235,6 +324,7 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
         info=meta.get("info", {}),
         recipe=meta.get("recipe"),
         evaluator_config=meta.get("evaluator_config"),
+        temperature=float(meta.get("temperature", 1.0)),
     )
 
 

@@ -146,9 +146,8 @@ def test_local_weights_file_round_trip(tmp_path):
 def test_corrupt_weights_file_raises(tmp_path):
     path = tmp_path / "broken.weights.h5"
     path.write_bytes(b"not an hdf5 file at all")
-    bb = ftk.Backbone("mobilenet_v3_small", weights=str(path), input_shape=(32, 32, 3))
-    with pytest.raises(ftk.WeightsError) as err:
-        bb.create_model()
+    with pytest.raises(ftk.WeightsError) as err:  # checked at once, before any build
+        ftk.Backbone("mobilenet_v3_small", weights=str(path), input_shape=(32, 32, 3))
     assert "broken.weights.h5" in str(err.value)
 
 

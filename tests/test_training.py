@@ -158,3 +158,8 @@ def test_config_round_trip_including_optimizer_instance():
     assert abs(again.optimizer.get_config()["beta_1"] - 0.8) < 1e-6
     with pytest.raises(ftk.ConfigError):
         ftk.Trainer.from_config({"epoch": 3})
+
+
+def test_partial_config_keeps_defaults():
+    trainer = ftk.Trainer.from_config({"epochs": 3, "batch_size": 16})
+    assert trainer.epochs == 3 and trainer.batch_size == 16 and trainer.optimizer == "adam"

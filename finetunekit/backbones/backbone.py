@@ -227,6 +227,7 @@ class Backbone:
                     fix="Save the model with model.save('encoder.keras')",
                 )
             )
+        _check_model_file(path)
         self = cls.__new__(cls)
         self._spec = None
         self._kind = "file"
@@ -238,6 +239,46 @@ class Backbone:
         self._path = path
         self.feature_layer = feature_layer
         return self
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str | os.PathLike[str],
+        *,
+        sequence_length: int = 128,
+        pooling: str = "mean",
+        lora_rank: int | None = None,
+        load_weights: bool = True,
+    ) -> Backbone:
+        """A pretrained text encoder from KerasHub; the model will take raw strings.
+
+        Needs the optional extra ``pip install 'finetunekit[text]'`` (KerasHub),
+        imported only here. The preset's tokenizer / preprocessor becomes a
+        layer of the fine-tuned model. See ``docs/text.md`` and
+        :class:`finetunekit.backbones.text.TextBackbone` for the arguments.
+
+        Args:
+            preset: a KerasHub preset name (downloaded and cached by KerasHub
+                where a network exists), a ``kaggle://`` / ``hf://`` handle, or
+                a local folder (a KerasHub preset or a Hugging Face checkpoint).
+            sequence_length: tokens per text (pairs: both segments together).
+            pooling: ``"mean"`` over the real tokens or ``"cls"`` (first token).
+            lora_rank: LoRA rank on the attention query/value layers, or None.
+            load_weights: ``False`` builds the same architecture with random weights.
+
+        Example:
+            >>> import finetunekit as ftk
+            >>> bb = ftk.Backbone.from_preset("models/all-MiniLM-L6-v2", sequence_length=64)  # doctest: +SKIP
+        """
+        from finetunekit.backbones.text import TextBackbone
+
+        return TextBackbone(
+            preset,
+            sequence_length=sequence_length,
+            pooling=pooling,
+            lora_rank=lora_rank,
+            load_weights=load_weights,
+        )
 
     @staticmethod
     def available() -> list[str]:
@@ -262,8 +303,53 @@ class Backbone:
         return self._kind
 
     # ------------------------------------------------------------------ building
-    def check_input(self, raw_shape: tuple[int | None, ...]) -> None:
-        """Raises before any model is built when raw inputs cannot feed this backbone."""
+    def known_model(self) -> keras.Model | None:
+        """The feature network when it is known without building anything, else ``None``.
+
+        For :meth:`from_model` backbones: a functional view of the user's
+        model up to the feature layer, sharing its layers (no weights are
+        created or copied), so the pipeline can check ``Trainer(unfreeze=...)``
+        before building. Named and file backbones return ``None``.
+
+        Example:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
+            ...                         keras.layers.Dense(2, activation="softmax")])
+            >>> ftk.Backbone.from_model(net).known_model().output.shape
+            (None, 4)
+        """
+        if self._kind != "model" or self._model is None:
+            return None
+        source = self._model
+        output = (
+            source.get_layer(self.feature_layer).output
+            if self.feature_layer
+            else _default_feature_output(source)
+        )
+        return keras.Model(source.inputs, output, name=f"{source.name}_features")
+
+    def check_input(
+        self, raw_shape: tuple[int | None, ...], input_dtype: str | None = None
+    ) -> None:
+        """Raises before any model is built when raw inputs cannot feed this backbone.
+
+        Clips ``(T, H, W, C)`` for an image backbone are checked frame by frame.
+        """
+        if input_dtype == "string":
+            raise DataError(
+                format_error(
+                    f"The inputs are texts, but backbone {self.name!r} takes arrays",
+                    expected="a text backbone for texts",
+                    received={"input_dtype": input_dtype, "backbone": self.name},
+                    fix="Use Backbone.from_preset('<KerasHub preset or checkpoint folder>')",
+                )
+            )
+        raw_shape = self._frame_shape(tuple(raw_shape))
+        if self._kind == "model" and self.input_shape is not None:
+            target = tuple(self.input_shape)
+            if len(target) == 3 or None not in target:
+                _adaptation(tuple(raw_shape), target, self.name)
+            return
         if self._kind != "application":
             return
         if len(raw_shape) not in (2, 3):
@@ -287,6 +373,18 @@ class Backbone:
                     fix="Convert the images to RGB or grayscale",
                 )
             )
+
+    def _frame_shape(self, raw_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """The per-frame shape of clips ``(T, H, W, C)`` fed to an image backbone, else ``raw_shape``."""
+        from finetunekit.backbones.video import is_framewise
+
+        if self._kind == "application":
+            target: tuple[Any, ...] = (None, None, 3)
+        elif self.input_shape is not None:
+            target = tuple(self.input_shape)
+        else:
+            return raw_shape
+        return tuple(raw_shape[1:]) if is_framewise(raw_shape, target) else raw_shape
 
     def resolve_range(self, input_dtype: str, value_range: tuple[float, float] | None) -> str:
         """Returns the concrete input range for ``"auto"`` from the data's dtype and values."""
@@ -350,13 +448,19 @@ class Backbone:
         Returns:
             A :class:`BuiltBackbone` with the feature tensor and the nested model.
         """
+        from finetunekit.backbones.video import BatchToFrames, FramesToBatch, is_framewise
+
         raw_shape = tuple(inputs.shape[1:])
-        self.check_input(raw_shape)
+        self.check_input(raw_shape, input_dtype)
         model = self.create_model()
         target = tuple(model.inputs[0].shape[1:])
         rng = self.resolve_range(input_dtype, value_range)
         scale, offset = _RANGE_TO_AFFINE[rng]
         x = inputs
+        clips = is_framewise(raw_shape, target)
+        if clips:  # (T, H, W, C) clips: the backbone sees frames, weights shared
+            x = FramesToBatch(name="input_frames")(x)
+            raw_shape = raw_shape[1:]
         adapt = _adaptation(raw_shape, target, self.name)
         if adapt is not None or scale != 1.0 or offset != 0.0 or input_dtype != "float32":
             add_axis, in_ch, out_ch, size = adapt or (False, target[-1], target[-1], None)
@@ -366,11 +470,14 @@ class Backbone:
         if self.preprocessing != "none":
             x = ImagePreprocess(self.preprocessing, name="input_preprocess")(x)
         features = model(x, training=False)
+        if clips:
+            features = BatchToFrames(name="frame_features")([features, inputs])
         info = {
             "backbone": self.name,
             "source": self._kind,
             "input_size": list(target),
-            "raw_input_shape": list(raw_shape),
+            "raw_input_shape": list(inputs.shape[1:]),
+            "framewise": clips,
             "input_range": rng,
             "preprocessing": self.preprocessing,
             "weights": self.weights,
@@ -412,6 +519,10 @@ class Backbone:
     def from_config(cls, config: dict[str, Any]) -> Backbone:
         """Rebuilds a backbone from :meth:`get_config` output."""
         config = dict(config)
+        if "preset" in config:
+            from finetunekit.backbones.text import TextBackbone
+
+            return TextBackbone.from_config(config)
         if "file" in config:
             _check_keys(config, {"file", "feature_layer", "input_range"})
             return cls.from_file(
@@ -483,7 +594,72 @@ def _check_weights(weights: Any) -> str | None:
                 fix="Pass the Keras '..._notop.h5' weights file of this model",
             )
         )
+    problem = _file_problem(path)
+    if problem:
+        raise WeightsError(
+            format_error(
+                f"The weights file {os.path.basename(path)!r} is corrupt or truncated ({problem})",
+                expected="an intact HDF5 (.h5) or .keras weights file",
+                received={"weights": path},
+                fix="Download or copy the file again (compare its size with the original), "
+                "or pass weights=None to start from random weights",
+            )
+        )
     return path
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _file_problem(path: str) -> str | None:
+    """Returns why a weights / model file is unreadable, or ``None`` when it looks intact.
+
+    Cheap: reads the HDF5 superblock (which records the file's full length, so a
+    truncated file is caught) or the zip directory at the end of a ``.keras``
+    archive; nothing is deserialised and no model is built.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        return str(exc)
+    if path.endswith(".keras"):
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            return "not a zip archive, as .keras files are"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            return str(exc)
+        if not any(n.endswith(".h5") for n in names) and "config.json" not in names:
+            return f"the archive holds no Keras model or weights: {names[:5]}"
+        return None
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py comes with Keras
+        return None if head == _HDF5_SIGNATURE else "no HDF5 signature at the start"
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return f"not a readable HDF5 file: {reason}"
+    return None
+
+
+def _check_model_file(path: str) -> None:
+    problem = _file_problem(path)
+    if problem:
+        raise WeightsError(
+            format_error(
+                f"The backbone file {os.path.basename(path)!r} is corrupt or truncated ({problem})",
+                expected="an intact Keras model file saved with model.save()",
+                received={"path": path},
+                fix="Save the model again with model.save('encoder.keras')",
+            )
+        )
 
 
 def _check_range(value: Any) -> str:

@@ -37,6 +37,14 @@ from finetunekit.data.sources import (
     reshuffles_each_iteration,
 )
 from finetunekit.data.splitting import check_fraction, split_indices
+from finetunekit.data.generators import generator_dataset
+from finetunekit.data.text import (
+    check_text_pairs,
+    check_texts,
+    check_texts_or_pairs,
+    from_str_array,
+    is_text_like,
+)
 from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
 
 __all__ = ["DatasetAdapter", "as_adapter", "check_compatible"]
@@ -197,6 +205,9 @@ class DatasetAdapter:
         """
         task = validate_task(task)
         names = validate_class_names(class_names)
+        if is_text_like(x):  # texts (N,) or sentence pairs (N, 2): see from_texts
+            texts = check_texts_or_pairs(x)
+            return cls._from_text_array(texts, y, task=task, class_names=names)
         x_arr = check_input_array(x)
         if isinstance(y, tf.data.Dataset) or not hasattr(y, "__len__") or isinstance(y, str):
             raise ArgumentTypeError(
@@ -220,6 +231,155 @@ class DatasetAdapter:
         targets, encoding = encode_labels(y, task=task, class_names=names, name="y")
         check_finite_inputs(x_arr)
         return cls._create(ArraySource(x_arr), targets, encoding)
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Any,
+        y: Any,
+        *,
+        task: str | None = None,
+        class_names: list[str] | tuple[str, ...] | None = None,
+    ) -> DatasetAdapter:
+        """Wraps raw texts (one string per example) and their labels.
+
+        The texts stay strings: the model built on a text backbone
+        (``Backbone.from_preset``) tokenizes them itself, so it also predicts
+        on raw strings. ``from_arrays`` with a string array does the same.
+
+        Args:
+            texts: N strings (list, tuple or numpy array).
+            y: N labels, as in :meth:`from_arrays`.
+            task: As in :meth:`from_arrays`.
+            class_names: As in :meth:`from_arrays`.
+
+        Returns:
+            A validated adapter with ``input_shape == ()`` and ``input_dtype == "string"``.
+
+        Raises:
+            DataError: A text is not a string (e.g. ``None``), or lengths differ.
+            LabelError: The labels cannot be used.
+
+        Example:
+            >>> data = DatasetAdapter.from_texts(["great match", "rain again"], ["sport", "weather"])
+            >>> data.task, data.input_shape, data.input_dtype
+            ('binary', (), 'string')
+        """
+        return cls._from_text_array(
+            check_texts(texts),
+            y,
+            task=validate_task(task),
+            class_names=validate_class_names(class_names),
+        )
+
+    @classmethod
+    def from_text_pairs(
+        cls,
+        first: Any,
+        second: Any,
+        y: Any,
+        *,
+        task: str | None = None,
+        class_names: list[str] | tuple[str, ...] | None = None,
+    ) -> DatasetAdapter:
+        """Wraps sentence pairs (matching, answer selection, entailment) and their labels.
+
+        Each example is ``(first[i], second[i])``; the model's preprocessor
+        packs both segments (``[CLS] first [SEP] second [SEP]`` for BERT).
+        Inputs are stored as an ``(N, 2)`` string array, so the fine-tuned
+        model predicts on such arrays (or ``result.predict((first, second))``).
+
+        Args:
+            first: N first segments.
+            second: N second segments.
+            y: N labels, as in :meth:`from_arrays`.
+            task: As in :meth:`from_arrays`.
+            class_names: As in :meth:`from_arrays`.
+
+        Returns:
+            A validated adapter with ``input_shape == (2,)`` and ``input_dtype == "string"``.
+
+        Example:
+            >>> data = DatasetAdapter.from_text_pairs(["a cat", "a cat"], ["a kitten", "rain"],
+            ...                                       ["same", "different"])
+            >>> data.input_shape, data.class_names
+            ((2,), ['different', 'same'])
+        """
+        return cls._from_text_array(
+            check_text_pairs(first, second),
+            y,
+            task=validate_task(task),
+            class_names=validate_class_names(class_names),
+        )
+
+    @classmethod
+    def _from_text_array(
+        cls, texts: np.ndarray, y: Any, *, task: str | None, class_names: list[str] | None
+    ) -> DatasetAdapter:
+        if isinstance(y, tf.data.Dataset) or not hasattr(y, "__len__") or isinstance(y, str):
+            raise ArgumentTypeError(
+                format_error(
+                    "y must be an array of labels",
+                    expected="a list or array with one label per text",
+                    received={"y": y},
+                    fix="Pass y as a list or numpy array",
+                )
+            )
+        if len(y) != len(texts):
+            raise DataError(
+                format_error(
+                    f"The texts and y have different lengths ({len(texts)} texts, {len(y)} labels)",
+                    expected="one label per text",
+                    received={"texts": len(texts), "y": len(y)},
+                    fix="Check that the texts and labels come from the same examples",
+                )
+            )
+        targets, encoding = encode_labels(y, task=task, class_names=class_names, name="y")
+        return cls._create(from_str_array(texts), targets, encoding)
+
+    @classmethod
+    def from_generator(
+        cls,
+        generator: Any,
+        *,
+        task: str | None = None,
+        class_names: list[str] | tuple[str, ...] | None = None,
+    ) -> DatasetAdapter:
+        """Wraps a generator function yielding ``(x, y)`` examples (e.g. clips read from disk).
+
+        ``generator`` is called anew for every pass (so it must yield the same
+        examples in the same order each time); the shapes and dtypes are taken
+        from its first example. Nothing is held in memory but the labels (read
+        in one pass), so clips ``(T, H, W, C)`` that do not fit in memory stream
+        from their files. Built on ``tf.data.Dataset.from_generator`` and
+        :meth:`from_tf_dataset`.
+
+        Args:
+            generator: A callable with no arguments returning an iterator of
+                ``(x, y)`` pairs, one example each.
+            task: As in :meth:`from_arrays`.
+            class_names: As in :meth:`from_arrays`.
+
+        Returns:
+            A validated adapter.
+
+        Raises:
+            ArgumentTypeError: ``generator`` is not callable (e.g. a generator
+                object, which can only be iterated once).
+            DataError: It yields nothing or something other than ``(x, y)``.
+
+        Example:
+            >>> import numpy as np
+            >>> def clips():
+            ...     for i in range(4):
+            ...         yield np.full((3, 8, 8, 1), i, "uint8"), i % 2
+            >>> data = DatasetAdapter.from_generator(clips)
+            >>> data.input_shape, len(data)
+            ((3, 8, 8, 1), 4)
+        """
+        return cls.from_tf_dataset(
+            generator_dataset(generator), task=task, class_names=class_names, batched=False
+        )
 
     @classmethod
     def from_tf_dataset(
@@ -618,6 +778,76 @@ class DatasetAdapter:
         """
         batch_size = _positive_int(batch_size, "batch_size", "32")
         return self._source.inputs(batch_size)
+
+    def replay_problem(self) -> str | None:
+        """Why the inputs may differ from pass to pass (``None`` when they never do).
+
+        Feature caching relies on ``inputs_dataset`` yielding the same values
+        in the same order on every pass: a ``tf.data`` source that reshuffles
+        or draws random numbers (augmentation) does not.
+
+        Example:
+            >>> import numpy as np
+            >>> DatasetAdapter.from_arrays(np.zeros((4, 2)), [0, 1, 0, 1]).replay_problem() is None
+            True
+        """
+        if self._reshuffles:
+            return "the tf.data source reshuffles on every pass"
+        if getattr(self._source, "order", None) is None:
+            return f"the {self.source!r} source cannot replay its example order"
+        check = getattr(self._source, "random_ops", None)
+        found = check() if check is not None else []
+        if found:
+            return f"the tf.data source draws random numbers (augmentation?): {found[:3]}"
+        return None
+
+    def index_dataset(
+        self, batch_size: int, *, shuffle: bool = False, seed: int | None = None
+    ) -> tf.data.Dataset:
+        """Batched ``(indices, y)``: example indices in exactly the order of ``as_dataset``.
+
+        ``as_dataset(batch_size, shuffle=shuffle, seed=seed)`` and this dataset,
+        created at the same point of a seeded program, batch the same examples
+        in every epoch; the indices count from 0 in ``inputs_dataset`` order.
+        Used to train on cached features without changing the data order.
+
+        Args:
+            batch_size: Examples per batch.
+            shuffle: Shuffle every epoch, as ``as_dataset`` does.
+            seed: Seed of the shuffle.
+
+        Raises:
+            DataError: The source cannot replay its order (see :meth:`replay_problem`).
+
+        Example:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4)), [0, 1, 2, 0, 1])
+            >>> [i.numpy().tolist() for i, _ in data.index_dataset(2)]
+            [[0, 1], [2, 3], [4]]
+        """
+        batch_size = _positive_int(batch_size, "batch_size", "32")
+        shuffle = _check_bool(shuffle, "shuffle")
+        seed = _check_seed(seed)
+        problem = self.replay_problem()
+        if problem is not None:
+            raise DataError(
+                format_error(
+                    f"The example order cannot be replayed: {problem}",
+                    expected="an array, directory or deterministic tf.data source",
+                    received={"data": self},
+                )
+            )
+        from finetunekit.data.labels import stored_to_batch_tf
+
+        order = self._source.order(batch_size, shuffle, seed)
+        encoding = self._encoding
+        with tf.device("/CPU:0"):
+            t_t = tf.convert_to_tensor(self._targets)
+        ds = order.map(
+            lambda idx: (idx, stored_to_batch_tf(tf.gather(t_t, idx), encoding)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     def sample_inputs(self, n: int = 256) -> np.ndarray:
         """The first ``n`` raw inputs as numpy (fewer when the data is smaller).

@@ -36,6 +36,7 @@ __all__ = [
     "normalize_tf_dataset",
     "read_tf_labels",
     "reshuffles_each_iteration",
+    "random_ops",
     "list_image_directory",
     "find_unreadable_images",
 ]
@@ -265,6 +266,10 @@ class ArraySource:
     def inputs(self, batch_size: int) -> tf.data.Dataset:
         ds = self._index_dataset(batch_size, False, None)
         return ds.map(self._row_gatherer(), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    def order(self, batch_size: int, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        """Batches of local indices in the order ``dataset`` yields examples."""
+        return self._index_dataset(batch_size, shuffle, seed)
 
     def sample(self, n: int) -> np.ndarray:
         if self._positions is None:
@@ -509,6 +514,37 @@ def read_tf_labels(pairs: tf.data.Dataset, batched: bool, ds: Any) -> np.ndarray
     return np.concatenate(chunks, axis=0)
 
 
+def random_ops(ds: tf.data.Dataset) -> list[str]:
+    """Names of the random-number ops a ``tf.data`` pipeline runs (e.g. in augmentation maps).
+
+    Reads the dataset's serialised graph, including the functions of its
+    ``map`` calls; shuffling is not counted. Best effort: an unreadable graph
+    gives ``[]``.
+
+    Example:
+        >>> ds = tf.data.Dataset.range(4).map(lambda i: tf.random.uniform(()) + tf.cast(i, "float32"))
+        >>> random_ops(ds)
+        ['RandomUniform']
+    """
+    try:
+        from tensorflow.core.framework import graph_pb2
+
+        graph = graph_pb2.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    except Exception:  # noqa: BLE001 - best effort
+        return []
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes.extend(function.node_def)
+    found = sorted(
+        {
+            n.op
+            for n in nodes
+            if "Random" in n.op and "Dataset" not in n.op and "Shuffle" not in n.op
+        }
+    )
+    return found
+
+
 def _shuffle_buffer(spec: tf.TensorSpec, n: int) -> int:
     if spec.shape.is_fully_defined():
         nbytes = max(1, int(np.prod(spec.shape.as_list())) * spec.dtype.size)
@@ -597,6 +633,22 @@ class TFDataSource:
     def inputs(self, batch_size: int) -> tf.data.Dataset:
         ds = self._selected().map(lambda x, y: x).batch(batch_size)
         return self._finish(ds, batch_size)
+
+    def order(self, batch_size: int, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        """Batches of local indices in the order ``dataset`` yields examples.
+
+        A shuffle's permutation depends only on its seed and buffer size, so
+        shuffling the indices with the same buffer replays ``dataset``'s order.
+        """
+        ds = tf.data.Dataset.range(len(self))
+        if shuffle:
+            buffer = _shuffle_buffer(self._x_spec, len(self))
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size)
+
+    def random_ops(self) -> list[str]:
+        """Names of random-number ops in the user's pipeline (augmentation), if any."""
+        return random_ops(self._examples)
 
     def sample(self, n: int) -> np.ndarray:
         n = min(n, len(self))
@@ -799,6 +851,13 @@ class DirectorySource:
         ds = tf.data.Dataset.from_tensor_slices(self._paths)
         ds = ds.map(self.load, num_parallel_calls=AUTOTUNE).batch(batch_size)
         return ds.prefetch(AUTOTUNE)
+
+    def order(self, batch_size: int, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        """Batches of local indices in the order ``dataset`` yields examples."""
+        ds = tf.data.Dataset.range(len(self))
+        if shuffle:
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size)
 
     def sample(self, n: int) -> np.ndarray:
         n = min(n, len(self))

@@ -14,6 +14,7 @@ from finetunekit.errors import (
     FineTuneError,
     format_error,
 )
+from finetunekit.evaluation import calibration as _cal
 from finetunekit.evaluation import metrics as _m
 from finetunekit.evaluation.report import EvaluationReport
 
@@ -801,6 +802,8 @@ class Evaluator:
         if k > self._top_k:
             metrics[f"top_{self._top_k}_accuracy"] = _m.top_k_accuracy(y_true, y_prob, self._top_k)
         metrics, per_class, matrix = self._single_label_report(y_true, y_hat, names, metrics)
+        calibration = _cal.reliability_bins(y_true, y_prob)
+        metrics["ece"] = _cal.ece_from_bins(calibration)
         return EvaluationReport(
             task="multiclass",
             metrics=metrics,
@@ -808,6 +811,7 @@ class Evaluator:
             confusion_matrix=matrix,
             class_names=names,
             num_examples=len(y_true),
+            calibration=calibration,
         )
 
     def _binary(
@@ -860,6 +864,8 @@ class Evaluator:
         p, r, f = _m.precision_recall_f1(np.array([tp]), np.array([fp]), np.array([fn]))
         metrics.update(precision=float(p[0]), recall=float(r[0]), f1=float(f[0]))
         metrics, per_class, matrix = self._single_label_report(y_true, y_hat, names, metrics)
+        calibration = _cal.reliability_bins(y_true, y_prob)
+        metrics["ece"] = _cal.ece_from_bins(calibration)
         return EvaluationReport(
             task="binary",
             metrics=metrics,
@@ -868,6 +874,7 @@ class Evaluator:
             class_names=names,
             num_examples=len(y_true),
             thresholds=[threshold],
+            calibration=calibration,
         )
 
     def _multilabel(

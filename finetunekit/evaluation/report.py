@@ -90,6 +90,12 @@ class EvaluationReport:
         thresholds: Decision thresholds per label (multilabel) or the single
             threshold on ``class_names[1]`` (binary, a one-element list);
             ``None`` otherwise.
+        calibration: Reliability bins of the top-label confidence for
+            multiclass / binary reports (``None`` otherwise): a dict of lists
+            ``{"bins": 16 bin edges, "confidence": mean confidence per bin,
+            "accuracy": fraction correct per bin, "count": predictions per
+            bin}``; ``metrics["ece"]`` is the expected calibration error they
+            give. See :mod:`finetunekit.evaluation.calibration`.
 
     Example:
         >>> import numpy as np
@@ -110,6 +116,7 @@ class EvaluationReport:
         class_names: list[str],
         num_examples: int,
         thresholds: list[float] | None = None,
+        calibration: dict[str, list[Any]] | None = None,
     ) -> None:
         """Stores the results; see the class docstring for the fields.
 
@@ -128,6 +135,9 @@ class EvaluationReport:
         self.class_names = list(class_names)
         self.num_examples = int(num_examples)
         self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        self.calibration = (
+            None if calibration is None else {k: list(v) for k, v in calibration.items()}
+        )
 
     # ------------------------------------------------------------------ API
 
@@ -192,7 +202,8 @@ class EvaluationReport:
         Returns:
             A dict with keys ``task``, ``num_examples``, ``class_names``,
             ``metrics``, ``per_class``, ``confusion_matrix`` (nested lists or
-            ``None``) and ``thresholds``.
+            ``None``), ``thresholds`` and ``calibration`` (reliability bins or
+            ``None``).
 
         Example:
             >>> import json
@@ -211,6 +222,7 @@ class EvaluationReport:
             "per_class": _plain(self.per_class),
             "confusion_matrix": _plain(self.confusion_matrix),
             "thresholds": _plain(self.thresholds),
+            "calibration": _plain(self.calibration),
         }
 
     @classmethod
@@ -263,6 +275,7 @@ class EvaluationReport:
             class_names=data["class_names"],
             num_examples=data["num_examples"],
             thresholds=data.get("thresholds"),
+            calibration=data.get("calibration"),
         )
 
     # ------------------------------------------------------------- printing
@@ -288,6 +301,7 @@ class EvaluationReport:
         width = max((len(name) for name in self.metrics), default=0)
         for name, value in self.metrics.items():
             lines.append(f"  {name.ljust(width)}  {_number(value)}")
+        lines += self._calibration_lines()
         if self.task == "regression":
             lines += self._regression_lines()
         else:
@@ -297,6 +311,24 @@ class EvaluationReport:
             else:
                 lines += self._matrix_lines()
         return "\n".join(lines)
+
+    def _calibration_lines(self) -> list[str]:
+        """One line: the ECE and whether the model is over- or underconfident."""
+        if not self.calibration or "ece" not in self.metrics:
+            return []
+        count = np.asarray(self.calibration["count"], dtype=np.float64)
+        total = count.sum()
+        if total == 0:
+            return []
+        confidence = float(np.sum(count * np.asarray(self.calibration["confidence"])) / total)
+        accuracy = float(np.sum(count * np.asarray(self.calibration["accuracy"])) / total)
+        gap = confidence - accuracy
+        verdict = "overconfident" if gap > 0.01 else "underconfident" if gap < -0.01 else "calibrated"
+        return [
+            "",
+            f"Calibration: ECE {self.metrics['ece']:.4f} over {len(count)} bins; mean "
+            f"confidence {confidence:.4f} vs accuracy {accuracy:.4f} ({verdict})",
+        ]
 
     def _per_class_lines(self) -> list[str]:
         """The per-class precision / recall / F1 / support table."""

@@ -8,7 +8,9 @@ from typing import Any
 import keras
 
 from finetunekit.errors import ArgumentTypeError, ConfigError, HeadError, format_error
+from finetunekit.heads.scaling import StandardizedMeanSquaredError, TargetScaler
 from finetunekit.heads.tasks import TASKS, default_activation, default_loss
+from finetunekit.heads.temporal import TEMPORAL_MODES, build_temporal
 
 __all__ = ["HeadReplacer", "POOLINGS"]
 
@@ -35,6 +37,14 @@ class HeadReplacer:
         activation: ``"auto"`` (from the task) or a Keras activation name.
         loss: ``"auto"`` (from the task) or a Keras loss name.
         label_smoothing: label smoothing for the classification losses.
+        temporal: for clips (frame-wise backbones): ``"average"`` (mean over
+            frames), ``"conv1d"`` or ``"gru"`` (temporal models that see the
+            order of frames). ``None``: average for clips, and the usual
+            ``pooling`` for other features.
+        temporal_units: filters / units of the ``"conv1d"`` / ``"gru"`` layer.
+        scale_targets: regression only: standardise the targets for training
+            and undo it inside the model (layer ``head_rescale``), so
+            ``predict`` returns the original units.
 
     Example:
         >>> import finetunekit as ftk
@@ -54,6 +64,9 @@ class HeadReplacer:
         activation: str = "auto",
         loss: str = "auto",
         label_smoothing: float = 0.0,
+        temporal: str | None = None,
+        temporal_units: int = 64,
+        scale_targets: bool = False,
     ) -> None:
         if num_classes != "auto" and (
             isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
@@ -104,6 +117,37 @@ class HeadReplacer:
                     fix="Use label_smoothing=0.0 to switch it off",
                 )
             )
+        if temporal is not None and temporal not in TEMPORAL_MODES:
+            raise HeadError(
+                format_error(
+                    "Unknown temporal head",
+                    expected=f"None or one of {TEMPORAL_MODES}",
+                    received={"temporal": temporal},
+                    fix="Use temporal='gru' (or 'conv1d') to see the order of frames, "
+                    "'average' to ignore it",
+                )
+            )
+        if (
+            isinstance(temporal_units, bool)
+            or not isinstance(temporal_units, int)
+            or temporal_units < 1
+        ):
+            raise HeadError(
+                format_error(
+                    "temporal_units must be a positive int",
+                    expected="an int >= 1, e.g. 64",
+                    received={"temporal_units": temporal_units},
+                    fix="Pass temporal_units=64",
+                )
+            )
+        if not isinstance(scale_targets, bool):
+            raise ArgumentTypeError(
+                format_error(
+                    "scale_targets must be a bool",
+                    expected="True or False",
+                    received={"scale_targets": scale_targets},
+                )
+            )
         _check_keras_name("activation", activation, keras.activations.get)
         _check_keras_name("hidden_activation", hidden_activation, keras.activations.get)
         _check_keras_name("loss", loss, keras.losses.get)
@@ -115,6 +159,9 @@ class HeadReplacer:
         self.activation = activation
         self.loss = loss
         self.label_smoothing = float(label_smoothing)
+        self.temporal = temporal
+        self.temporal_units = int(temporal_units)
+        self.scale_targets = scale_targets
 
     # ------------------------------------------------------------------ resolution
     def output_units(self, task: str, data_outputs: int) -> int:
@@ -137,6 +184,15 @@ class HeadReplacer:
                     fix="Let DatasetAdapter infer the task",
                 )
             )
+        if self.scale_targets and task != "regression":
+            raise HeadError(
+                format_error(
+                    f"scale_targets only applies to regression, but the task is {task!r}",
+                    expected="scale_targets=False for classification",
+                    received={"scale_targets": True, "task": task},
+                    fix="Drop scale_targets=True, or use float targets (task='regression')",
+                )
+            )
         if self.num_classes != "auto" and self.num_classes != data_outputs:
             what = "targets" if task == "regression" else "classes"
             raise HeadError(
@@ -150,21 +206,56 @@ class HeadReplacer:
             )
         return 1 if task == "binary" else data_outputs
 
-    def make_loss(self, task: str) -> Any:
-        """Returns the Keras loss for ``task`` (or the explicit ``loss``)."""
+    def make_loss(self, task: str, target_std: list[float] | None = None) -> Any:
+        """Returns the Keras loss for ``task`` (or the explicit ``loss``).
+
+        With ``scale_targets`` (regression), ``target_std`` (from the training
+        targets) gives the standardised mean squared error.
+        """
         if self.loss != "auto":
             return keras.losses.get(self.loss)
+        if task == "regression" and self.scale_targets and target_std is not None:
+            return StandardizedMeanSquaredError(target_std)
         return default_loss(task, self.label_smoothing)
 
-    def build(self, features: Any, *, task: str, units: int) -> Any:
+    def build(
+        self,
+        features: Any,
+        *,
+        task: str,
+        units: int,
+        target_stats: tuple[list[float], list[float]] | None = None,
+    ) -> Any:
         """Adds the head layers on the symbolic ``features``; returns the output tensor.
 
         Layers are named ``head_pool``, ``head_dropout_<i>``, ``head_dense_<i>``,
-        ``head_output_dropout`` and ``head_output``. The output is float32.
+        ``head_output_dropout`` and ``head_output`` (clips add
+        ``head_frame_pool`` and ``head_temporal_conv`` / ``head_temporal_gru``;
+        ``scale_targets`` adds ``head_rescale`` after the output). The output
+        is float32.
+
+        Args:
+            features: the backbone's symbolic features.
+            task: the data's task.
+            units: output width (see :meth:`output_units`).
+            target_stats: ``(mean, std)`` per regression target, needed with
+                ``scale_targets=True``.
         """
         x = features
         rank = len(x.shape)
-        if rank > 2 and self.pooling != "none":
+        if rank == 5 or (self.temporal is not None and rank == 3):
+            x = build_temporal(x, self.temporal or "average", self.temporal_units, self.pooling)
+        elif self.temporal is not None:
+            raise HeadError(
+                format_error(
+                    f"temporal={self.temporal!r} needs clip features (batch, time, ...), but "
+                    f"the backbone gives features of shape {tuple(x.shape)}",
+                    expected="clips (N, T, H, W, C) through an image backbone",
+                    received={"temporal": self.temporal},
+                    fix="Pass temporal=None for images, or give the data as clips",
+                )
+            )
+        elif rank > 2 and self.pooling != "none":
             if self.pooling == "flatten":
                 x = keras.layers.Flatten(name="head_pool")(x)
             elif rank == 4:
@@ -192,9 +283,22 @@ class HeadReplacer:
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name="head_output_dropout")(x)
         activation = default_activation(task) if self.activation == "auto" else self.activation
-        return keras.layers.Dense(
+        out = keras.layers.Dense(
             units, activation=activation, dtype="float32", name="head_output"
         )(x)
+        if self.scale_targets and task == "regression":
+            if target_stats is None:
+                raise HeadError(
+                    format_error(
+                        "scale_targets=True needs the training targets' mean and std",
+                        expected="build(..., target_stats=(mean, std))",
+                        received={"target_stats": None},
+                        fix="Build through FineTuner.fit(), which computes them",
+                    )
+                )
+            mean, std = target_stats
+            out = TargetScaler(mean, std, name="head_rescale")(out)
+        return out
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
@@ -208,6 +312,9 @@ class HeadReplacer:
             "activation": self.activation,
             "loss": self.loss,
             "label_smoothing": self.label_smoothing,
+            "temporal": self.temporal,
+            "temporal_units": self.temporal_units,
+            "scale_targets": self.scale_targets,
         }
 
     @classmethod

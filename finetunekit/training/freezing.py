@@ -9,7 +9,7 @@ import keras
 
 from finetunekit.errors import TrainerError, format_error
 
-__all__ = ["iter_layers", "weight_layers", "freeze", "unfreeze", "is_batchnorm"]
+__all__ = ["iter_layers", "weight_layers", "freeze", "unfreeze", "is_batchnorm", "lora_layers"]
 
 _BN_TYPES: tuple[type, ...] = (keras.layers.BatchNormalization,)
 
@@ -37,9 +37,21 @@ def weight_layers(model: Any, train_bn: bool = False) -> list[Any]:
     ]
 
 
+def lora_layers(model: Any) -> list[Any]:
+    """Returns the layers of ``model`` (at any depth) with LoRA enabled (``enable_lora``)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = flatten(include_self=False) if flatten is not None else iter_layers(model)
+    return [layer for layer in layers if getattr(layer, "lora_enabled", False)]
+
+
 def freeze(model: Any) -> None:
     """Makes every layer of ``model`` non-trainable."""
     model.trainable = False
+    # With TensorFlow, setting ``trainable`` to the value a layer already has is a
+    # no-op that does not reach its sub-layers, and LoRA (KerasHub's enable_lora)
+    # leaves frozen layers with trainable children: switch every variable off.
+    for variable in model.weights:
+        variable.trainable = False
 
 
 def unfreeze(model: Any, layers: int | str = "all", train_bn: bool = False) -> int:
@@ -56,9 +68,20 @@ def unfreeze(model: Any, layers: int | str = "all", train_bn: bool = False) -> i
     Returns:
         The number of weight-holding layers now trainable.
 
+    A backbone with LoRA enabled (e.g. ``Backbone.from_preset(..., lora_rank=4)``)
+    trains only its LoRA adapters: every other weight stays frozen, whatever
+    ``layers`` says (Keras' ``trainable`` setter would otherwise re-enable the
+    adapted kernels).
+
     Raises:
         TrainerError: when ``layers`` exceeds the backbone's weight-holding layers.
     """
+    adapted = lora_layers(model)
+    if adapted:
+        model.trainable = True
+        for variable in model.weights:
+            variable.trainable = variable.name.startswith("lora_kernel")
+        return len(adapted)
     candidates = weight_layers(model, train_bn=train_bn)
     if layers != "all" and int(layers) > len(candidates):
         raise TrainerError(

