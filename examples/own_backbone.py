@@ -19,6 +19,9 @@
 
 All are evaluated on the held-out digits 5-9 (every image of 5-9 not used for
 training); the script prints the test accuracies and times as measured.
+Handwritten digits are easy, so training from scratch is a strong baseline
+here: over seeds 0-2 at 10 labels per class, fine-tuning (1) beat it (2) by
+about one point on average, and the Dense(64) cut (3) lost to both.
 
 Run: python examples/own_backbone.py [--per-class 10] [--seed 0] [--quick]
 """

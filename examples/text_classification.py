@@ -112,9 +112,14 @@ def fine_tune(
             seed=0,
         )
     head = ftk.HeadReplacer(dropout=0.1)
-    return ftk.FineTuner().with_data(train).with_backbone(backbone).with_head(head).with_trainer(
-        trainer
-    ).fit()
+    return (
+        ftk.FineTuner()
+        .with_data(train)
+        .with_backbone(backbone)
+        .with_head(head)
+        .with_trainer(trainer)
+        .fit()
+    )
 
 
 def compare(
@@ -163,9 +168,7 @@ def compare(
     print()
     print(f"{'all-MiniLM-L6-v2, held-out sentences':<46}{'accuracy':>9}{'macro F1':>10}{'time':>8}")
     for label, row in rows:
-        print(
-            f"{label:<46}{row['accuracy']:>9.3f}{row['f1_macro']:>10.3f}{row['seconds']:>7.0f}s"
-        )
+        print(f"{label:<46}{row['accuracy']:>9.3f}{row['f1_macro']:>10.3f}{row['seconds']:>7.0f}s")
     examples = ["Our striker scored a late winner.", "Fold the egg whites into the batter."]
     probs = figures["result"].predict_classes(examples)
     print(f"pretrained model on raw strings: {list(zip(examples, probs))}")

@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     x_train, y_train = make_motion_clips(n_train, seed=0)
     x_test, y_test = make_motion_clips(n_test, seed=1)
     train = ftk.DatasetAdapter.from_arrays(x_train, y_train)
-    print(f"clips: {len(train)} train / {n_test} test of shape {train.input_shape}, {x_train.dtype}")
+    print(
+        f"clips: {len(train)} train / {n_test} test of shape {train.input_shape}, {x_train.dtype}"
+    )
 
     accuracies: dict[str, float] = {}
     results = {}
@@ -127,12 +129,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         streamed = clips_from_files(folder, x_test[:32], y_test[:32])
         report = results["gru"].evaluate(streamed)
-        print(f"gru on 32 clips streamed from .npy files: accuracy {report.metrics['accuracy']:.3f}")
+        print(
+            f"gru on 32 clips streamed from .npy files: accuracy {report.metrics['accuracy']:.3f}"
+        )
         path = results["gru"].save(os.path.join(folder, "motion.keras"))
         again = ftk.load(path)
         same = np.allclose(again.predict(x_test[:8]), results["gru"].predict(x_test[:8]), atol=1e-5)
         print(f"saved and loaded: predictions on raw clips identical: {same}")
-        print(f"predicted: {again.predict_classes(x_test[:4])}, true: {list(y_test[:4])}")
+        print(f"predicted: {again.predict_classes(x_test[:4])}, true: {y_test[:4].tolist()}")
     accuracies["reloaded_identical"] = float(same)
     return accuracies
 

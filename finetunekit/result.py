@@ -106,21 +106,23 @@ class FineTuneResult:
         Multiclass: the arg-max class; binary: ``class_names[1]`` when the
         probability is >= 0.5; multilabel: the list of classes >= 0.5.
         """
+        if self.task not in ("multiclass", "binary", "multilabel"):
+            from finetunekit.errors import EvaluationError
+
+            raise EvaluationError(
+                format_error(
+                    "predict_classes needs a classification result",
+                    expected="task multiclass, binary or multilabel",
+                    received={"task": self.task},
+                    fix="Use predict() for regression",
+                )
+            )
         probs = self.predict(x, batch_size)
         if self.task == "multiclass":
             return [self.class_names[i] for i in probs.argmax(-1)]
         if self.task == "binary":
             return [self.class_names[int(p >= 0.5)] for p in probs.reshape(-1)]
-        if self.task == "multilabel":
-            return [[c for c, p in zip(self.class_names, row) if p >= 0.5] for row in probs]
-        raise LoadError(
-            format_error(
-                "predict_classes needs a classification result",
-                expected="task multiclass, binary or multilabel",
-                received={"task": self.task},
-                fix="Use predict() for regression",
-            )
-        )
+        return [[c for c, p in zip(self.class_names, row) if p >= 0.5] for row in probs]
 
     def evaluate(self, data: Any, evaluator: Any = None, *, thresholds: Any = None) -> Any:
         """Evaluates the model on ``data`` (an adapter or ``(x, y)``).

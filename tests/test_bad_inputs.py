@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -500,7 +501,7 @@ BAD_INPUTS = [
     R(
         lambda c: c.result.evaluate(DatasetAdapter.from_arrays(c.x, ["0", "1", "cow"] * 4)),
         ftk.LabelError,
-        "validation",
+        "class_names",
         id="evaluate-adapter-with-unknown-class",
     ),
     R(lambda c: ftk.load("/no/such/model.keras"), ftk.LoadError, "path", id="load-missing"),
@@ -633,9 +634,18 @@ BAD_INPUTS = [
 ]
 
 
-def test_the_table_is_wide_enough():
+def test_the_table_is_wide_enough_and_documented():
     assert len(BAD_INPUTS) >= 40
     assert len({p.id for p in BAD_INPUTS}) == len(BAD_INPUTS)
+    doc = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+    section = doc.read_text().split("## 1. Guarded inputs")[1].split("\n## 2.")[0]
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| input ", "| --- "))
+    ]
+    assert len(rows) == len(BAD_INPUTS), "docs/reliability.md lists every row of this table"
+    assert f"({len(BAD_INPUTS)} cases)" in section
 
 
 @pytest.mark.parametrize("action, error, arg", BAD_INPUTS)

@@ -61,11 +61,18 @@ def test_bad_input_gives_one_line_and_exit_2(files, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
-def test_help_for_each_command_via_entry_point():
-    for args in ([], ["train"], ["evaluate"], ["export"]):
-        out = subprocess.run([sys.executable, "-m", "finetunekit", *args, "--help"],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0 and "usage: finetunekit" in out.stdout
+def test_help_for_each_command(capsys):
+    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["export", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 0
+        assert "usage: finetunekit" in capsys.readouterr().out
+
+
+def test_entry_point_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "finetunekit", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "train" in out.stdout and "export" in out.stdout
 
 
 def test_backbones_lists_names(capsys):

@@ -40,7 +40,7 @@ import numpy as np
 import finetunekit as ftk
 
 ckpt, progress, probe_log, out = sys.argv[1:5]
-sleep = float(sys.argv[5])
+sleep, slow_from = float(sys.argv[5]), int(sys.argv[6])  # sleep per batch from that epoch
 
 
 def tiny_net():
@@ -73,7 +73,8 @@ class Probe(keras.callbacks.Callback):
         with open(progress + ".tmp", "w") as f:
             f.write(f"{self.epoch} {batch}")
         os.replace(progress + ".tmp", progress)
-        time.sleep(sleep)
+        if self.epoch >= slow_from:
+            time.sleep(sleep)
 
 
 rng = np.random.default_rng(0)
@@ -114,7 +115,8 @@ class Run:
         self.probe = tmp_path / "probe.jsonl"
         self.out = tmp_path / "out.json"
 
-    def start(self, sleep: float) -> subprocess.Popen:
+    def start(self, sleep: float = 0.0, slow_from: int = 0) -> subprocess.Popen:
+        """Starts the script; batches sleep ``sleep`` s from epoch ``slow_from`` on."""
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         args = [
             sys.executable,
@@ -124,6 +126,7 @@ class Run:
             str(self.probe),
             str(self.out),
             str(sleep),
+            str(slow_from),
         ]
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -184,14 +187,14 @@ def _check_phases(probes: list[dict[str, Any]]) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_in_phase_1_then_resume(tmp_path: Path) -> None:
     run = Run(tmp_path)
-    first = run.start(sleep=0.15)
+    first = run.start(sleep=0.25, slow_from=1)
     run.kill_mid_epoch(first, epoch=1)  # epoch 0 is checkpointed, epoch 1 half done
     state = run.state()
     assert [row["epoch"] for row in state["rows"]] == [0]
     assert state["current"]["phase"] == 1 and state["completed"] == []
 
     killed_pid = run.probes()[-1]["pid"]
-    second = run.start(sleep=0.0)
+    second = run.start()
     result = run.finish(second)
     _check_complete(result)
     assert result["resumed_from"] == {"phase": 1, "epoch": 0, "epochs_done": 1}
@@ -203,14 +206,14 @@ def test_sigkill_mid_epoch_in_phase_1_then_resume(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_in_phase_2_then_resume(tmp_path: Path) -> None:
     run = Run(tmp_path)
-    first = run.start(sleep=0.12)
+    first = run.start(sleep=0.25, slow_from=EPOCHS + 1)
     run.kill_mid_epoch(first, epoch=EPOCHS + 1)  # phase 2, its second epoch
     state = run.state()
     assert [row["epoch"] for row in state["rows"]] == [0, 1, 2]
     assert state["completed"] == [1] and state["current"]["phase"] == 2
 
     killed_pid = run.probes()[-1]["pid"]
-    second = run.start(sleep=0.0)
+    second = run.start()
     result = run.finish(second)
     _check_complete(result)
     assert result["resumed_from"] == {"phase": 2, "epoch": 2, "epochs_done": 3}

@@ -405,16 +405,16 @@ class Backbone:
         """Creates the backbone network (loading weights) as a model named ``"backbone"``."""
         if self._kind == "application":
             return self._create_application()
-        if self._kind == "file":
+        feature_layer = self.feature_layer
+        if self._kind == "file":  # the recipe object is never modified: checks stay local
             source = _load_model_file(self._path or "")
-            self.input_shape = tuple(source.inputs[0].shape[1:])
-            self.feature_layer = _check_feature_layer(source, self.feature_layer)
+            feature_layer = _check_feature_layer(source, feature_layer)
         else:
             assert self._model is not None
             source = _clone(self._model)
         output = (
-            source.get_layer(self.feature_layer).output
-            if self.feature_layer
+            source.get_layer(feature_layer).output
+            if feature_layer
             else _default_feature_output(source)
         )
         return keras.Model(source.inputs, output, name="backbone")
@@ -725,7 +725,7 @@ def _weights_error(
         fname = url.group(0).rsplit("/", 1)[-1] if url else f"{spec.module}_weights_notop.h5"
         return WeightsError(
             format_error(
-                f"The ImageNet weights of {name!r} could not be downloaded ({text[:160]})",
+                f"The ImageNet weights of {name!r} could not be downloaded ({text[:300]})",
                 expected=f"the file {fname!r} in the Keras cache {keras_cache_dir()} "
                 "or a reachable download",
                 received={"weights": weights},

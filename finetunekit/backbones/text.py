@@ -185,9 +185,11 @@ class TokenPooling(keras.layers.Layer):
         return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(
-            input_shape[0], (list, tuple)
-        ) else input_shape
+        shape = (
+            input_shape[0]
+            if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple))
+            else input_shape
+        )
         return (shape[0], shape[-1])
 
     def get_config(self) -> dict[str, Any]:
@@ -354,13 +356,9 @@ class TextBackbone(Backbone):
         """Loads the KerasHub encoder and preprocessor (weights only if ``load_weights``)."""
         keras_hub = require_keras_hub()
         local = _is_local(self.preset)
-        source = (
-            os.path.expanduser(self.preset.removeprefix("file://")) if local else self.preset
-        )
+        source = os.path.expanduser(self.preset.removeprefix("file://")) if local else self.preset
         try:
-            encoder = keras_hub.models.Backbone.from_preset(
-                source, load_weights=self.load_weights
-            )
+            encoder = keras_hub.models.Backbone.from_preset(source, load_weights=self.load_weights)
             preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
                 source, sequence_length=self.sequence_length
             )

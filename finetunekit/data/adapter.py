@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from finetunekit.data.generators import generator_dataset
 from finetunekit.data.labels import (
     LabelEncoding,
     encode_labels,
@@ -37,7 +38,6 @@ from finetunekit.data.sources import (
     reshuffles_each_iteration,
 )
 from finetunekit.data.splitting import check_fraction, split_indices
-from finetunekit.data.generators import generator_dataset
 from finetunekit.data.text import (
     check_text_pairs,
     check_texts,
@@ -179,7 +179,8 @@ class DatasetAdapter:
 
         Args:
             x: Inputs of shape (N, D) features, (N, H, W) grayscale, (N, H, W, C)
-                images or (N, T, H, W, C) clips, any numeric dtype.
+                images or (N, T, H, W, C) clips, any numeric dtype; or strings:
+                (N,) texts or (N, 2) sentence pairs (see :meth:`from_texts`).
             y: N labels: ints, strings, bools, one-hot / multi-hot rows or float
                 targets (see the class docstring for the inference rules).
             task: ``"multiclass"``, ``"binary"``, ``"multilabel"``,
@@ -191,7 +192,7 @@ class DatasetAdapter:
             A validated adapter.
 
         Raises:
-            DataError: ``x`` is empty, ragged, string-valued, has fewer than 2
+            DataError: ``x`` is empty, ragged, object-valued, has fewer than 2
                 dimensions, holds NaN/inf, or its length differs from ``y``'s.
             LabelError: The labels cannot be used or contradict ``task`` /
                 ``class_names``.
@@ -209,7 +210,7 @@ class DatasetAdapter:
             texts = check_texts_or_pairs(x)
             return cls._from_text_array(texts, y, task=task, class_names=names)
         x_arr = check_input_array(x)
-        if isinstance(y, tf.data.Dataset) or not hasattr(y, "__len__") or isinstance(y, str):
+        if _not_a_label_sequence(y):
             raise ArgumentTypeError(
                 format_error(
                     "y must be an array of labels",
@@ -316,7 +317,7 @@ class DatasetAdapter:
     def _from_text_array(
         cls, texts: np.ndarray, y: Any, *, task: str | None, class_names: list[str] | None
     ) -> DatasetAdapter:
-        if isinstance(y, tf.data.Dataset) or not hasattr(y, "__len__") or isinstance(y, str):
+        if _not_a_label_sequence(y):
             raise ArgumentTypeError(
                 format_error(
                     "y must be an array of labels",
@@ -1032,3 +1033,10 @@ def check_compatible(
                 fix="Resize / reshape the inputs the same way for both",
             )
         )
+
+
+def _not_a_label_sequence(y: Any) -> bool:
+    """True when ``y`` cannot hold one label per example (scalars, strings, datasets)."""
+    if isinstance(y, (tf.data.Dataset, str, bytes)) or not hasattr(y, "__len__"):
+        return True
+    return isinstance(y, np.ndarray) and y.ndim == 0

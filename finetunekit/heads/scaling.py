@@ -80,9 +80,7 @@ class StandardizedMeanSquaredError(keras.losses.Loss):
         1.0
     """
 
-    def __init__(
-        self, std: list[float], name: str = "standardized_mse", **kwargs: Any
-    ) -> None:
+    def __init__(self, std: list[float], name: str = "standardized_mse", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.std = [float(v) for v in std]
 

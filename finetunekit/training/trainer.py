@@ -445,9 +445,8 @@ class Trainer:
             if session.phase_done(phase):  # completed before a restart
                 continue
             cached = phase == 1 and split is not None
-            optimizer = make_optimizer(self.optimizer, rate)
             model.compile(
-                optimizer=optimizer,
+                optimizer=make_optimizer(self.optimizer, rate),
                 loss=loss,
                 metrics=_fresh(metrics),
                 jit_compile=resolve_jit_compile(
@@ -457,7 +456,7 @@ class Trainer:
             initial_epoch = session.begin_phase(phase, first, model)
             if cached and session.should_train(last):
                 cache_seconds = self._fit_cached(
-                    split, model, optimizer, loss, metrics, session, initial_epoch, last,
+                    split, model, loss, metrics, session, initial_epoch, last,
                     train_data, validation_data, train_ds, cache_info,
                 )
             elif session.should_train(last):
@@ -539,7 +538,6 @@ class Trainer:
         self,
         split: Any,
         model: keras.Model,
-        optimizer: Any,
         loss: Any,
         metrics: Any,
         session: Any,
@@ -550,7 +548,7 @@ class Trainer:
         train_ds: Any,
         info: dict[str, Any],
     ) -> float:
-        """Phase 1 on cached features; returns the seconds spent computing them."""
+        """Phase 1 on cached features; returns the seconds spent outside ``fit``."""
         from finetunekit.training.feature_cache import FeatureCache, FullModelCallback
 
         start = time.perf_counter()
@@ -569,8 +567,8 @@ class Trainer:
             # many steps per call unless user callbacks may want every batch.
             batches = -(-len(train_data) // self.batch_size)
             per_call = 1 if self.callbacks else max(1, min(_HEAD_STEPS_PER_CALL, batches))
-            head.compile(  # the SAME optimizer object: the full model holds its state
-                optimizer=optimizer,
+            head.compile(  # the full model's optimizer (loss-scaled for mixed_float16): one state
+                optimizer=model.optimizer,
                 loss=loss,
                 metrics=_fresh(metrics),
                 jit_compile=resolve_jit_compile(self.jit_compile, "head"),
@@ -589,9 +587,12 @@ class Trainer:
                 verbose=self.verbose,
                 shuffle=False,
             )
-        # Draw the raw pipeline's shuffles of the epochs just run, so phase 2 sees
-        # the same order of examples as it would after an uncached phase 1.
-        _fast_forward(train_ds, len(fit.epoch))
+        if self.fine_tune_epochs:
+            # Draw the raw pipeline's shuffles of the epochs just run, so phase 2 sees
+            # the same order of examples as it would after an uncached phase 1.
+            start = time.perf_counter()
+            _fast_forward(train_ds, len(fit.epoch))
+            seconds += time.perf_counter() - start
         return seconds
 
     def _tensorboard(self) -> list[keras.callbacks.Callback]:

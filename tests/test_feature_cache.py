@@ -1,0 +1,215 @@
+"""Feature caching of the frozen phase: same model as without it, bounded memory, off when unsafe."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import finetunekit as ftk
+from finetunekit.errors import TrainerError
+from finetunekit.training import feature_cache
+from finetunekit.training.feature_cache import FeatureStore, split_frozen
+
+
+def _tiny_backbone() -> keras.Model:
+    """A 16x16x3 conv backbone with BatchNorm and spatial output (pooled by the head)."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def _data(n: int = 48, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % classes
+    x = rng.integers(0, 120, (n, 16, 16)).astype("uint8")  # grayscale: input adaptation runs
+    x += (y * 40).astype("uint8")[:, None, None]
+    return x, y
+
+
+_NET = None
+
+
+def _fit(data, validation=0.25, **trainer_kwargs):
+    global _NET
+    if _NET is None:
+        _NET = _tiny_backbone()
+    settings = {"epochs": 3, "batch_size": 8, "seed": 0, "verbose": 0}
+    settings.update(trainer_kwargs)
+    return (
+        ftk.FineTuner()
+        .with_data(data, validation=validation)
+        .with_backbone(ftk.Backbone.from_model(_NET))
+        .with_head(ftk.HeadReplacer(hidden_units=(8,), dropout=0.0))
+        .with_trainer(ftk.Trainer(**settings))
+        .fit()
+    )
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """The same recipe (both phases, keep_best) without and with the cache."""
+    x, y = _data()
+    data = ftk.DatasetAdapter.from_arrays(x, y)
+    common = {"fine_tune_epochs": 2, "keep_best": True}
+    plain = _fit(data, cache_features=False, **common)
+    cached = _fit(data, cache_features=True, **common)
+    return x, plain, cached, common
+
+
+def test_cached_run_matches_uncached_run(runs):
+    x, plain, cached, _ = runs
+    assert cached.info["feature_cache"]["used"] is True
+    assert plain.info["feature_cache"]["used"] is False
+    np.testing.assert_allclose(cached.predict(x), plain.predict(x), rtol=1e-4, atol=1e-5)
+    assert sorted(cached.history) == sorted(plain.history)  # same metric names
+    for key, values in plain.history.items():
+        np.testing.assert_allclose(cached.history[key], values, rtol=1e-4, atol=1e-5)
+    assert cached.history["phase"] == [1, 1, 1, 2, 2]
+
+
+def test_result_info_reports_the_cache(runs):
+    _, plain, cached, _ = runs
+    info = cached.info["feature_cache"]
+    assert set(info) == {"used", "reason", "bytes", "spilled"}
+    # 36 train + 12 validation examples of 4 pooled float32 features
+    assert info["bytes"] == 48 * 4 * 4 and info["spilled"] is False
+    assert "cache_features=False" in plain.info["feature_cache"]["reason"]
+    assert cached.timings["feature_cache"] <= cached.timings["phase1"]
+
+
+def test_head_is_shared_with_the_full_model():
+    net = _tiny_backbone()
+    inputs = keras.Input((16, 16, 3))
+    features = net(inputs, training=False)
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    outputs = keras.layers.Dense(2, name="head_output")(pooled)
+    model = keras.Model(inputs, outputs)
+    split = split_frozen(model, net)
+    assert split.head_model.get_layer("head_output") is model.get_layer("head_output")
+    assert tuple(split.feature_model.outputs[0].shape) == (None, 4)  # cut after the pooling
+
+
+def test_spill_to_disk_gives_the_same_model_and_leaves_no_file(runs, monkeypatch, tmp_path):
+    x, plain, _, common = runs
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        made.append(real_mkdtemp(*args, dir=str(tmp_path), **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(feature_cache.tempfile, "mkdtemp", mkdtemp)
+    data = ftk.DatasetAdapter.from_arrays(*_data())
+    spilled = _fit(data, cache_features=True, cache_memory_mb=0, **common)
+    info = spilled.info["feature_cache"]
+    assert info["used"] is True and info["spilled"] is True
+    assert len(made) == 2  # training and validation features, each in a temp folder
+    assert list(tmp_path.iterdir()) == []
+    np.testing.assert_allclose(spilled.predict(x), plain.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_feature_store_budget_and_cleanup():
+    store = FeatureStore(3, (2,), "float32", memory_bytes=24)
+    assert not store.spilled and store.nbytes == 24
+    store.fill(lambda b: b, tf.data.Dataset.from_tensor_slices(np.ones((3, 2), "float32")).batch(2))
+    assert store.gather(tf.constant([2, 0])).shape == (2, 2)
+    store.close()
+    disk = FeatureStore(3, (2,), "float32", memory_bytes=23)
+    folder = disk.folder
+    assert disk.spilled and folder is not None
+    disk.fill(
+        lambda b: b * 2, tf.data.Dataset.from_tensor_slices(np.ones((3, 2), "float32")).batch(2)
+    )
+    np.testing.assert_array_equal(disk.gather(tf.constant([1])).numpy(), [[2.0, 2.0]])
+    disk.close()
+    assert not os.path.exists(folder)
+
+
+def test_augmentation_before_the_backbone_switches_caching_off():
+    x, y = _data(24)
+    data = ftk.DatasetAdapter.from_arrays(x, y)
+    net = _tiny_backbone()
+    inputs = keras.Input((16, 16), dtype="uint8")
+    h = keras.layers.Reshape((16, 16, 1))(keras.ops.cast(inputs, "float32"))
+    h = keras.layers.Concatenate()([h, h, h])
+    h = keras.layers.RandomFlip(name="augment_flip")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="head_pool")(net(h, training=False))
+    outputs = keras.layers.Dense(3, activation="softmax", name="head_output")(h)
+    model = keras.Model(inputs, outputs)
+    trainer = ftk.Trainer(epochs=2, batch_size=8, verbose=0, seed=0, cache_features=True)
+    with pytest.warns(UserWarning, match="augment_flip"):
+        run = trainer.train(
+            model,
+            net,
+            data.as_dataset(8, shuffle=True, seed=0),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            train_data=data,
+        )
+    info = run.info["feature_cache"]
+    assert info["used"] is False and "random layers" in info["reason"]
+    assert len(run.history["loss"]) == 2
+
+
+def test_random_tf_data_pipeline_switches_caching_off():
+    x, y = _data(24)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).map(
+        lambda a, b: (a + tf.cast(tf.random.uniform((), 0, 2, "int32"), "uint8"), b)
+    )
+    data = ftk.DatasetAdapter.from_tf_dataset(ds)
+    assert "random" in data.replay_problem()
+    result = _fit(data, validation=None, epochs=2)
+    info = result.info["feature_cache"]
+    assert info["used"] is False and "random" in info["reason"]
+
+
+def test_tf_data_source_replays_its_shuffled_order():
+    x, y = _data(40)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    train, val = ftk.DatasetAdapter.from_tf_dataset(ds).split(0.25, seed=0)
+    plain = _fit(train, validation=val, epochs=2, cache_features=False)
+    cached = _fit(train, validation=val, epochs=2, cache_features=True)
+    assert cached.info["feature_cache"]["used"] is True
+    np.testing.assert_allclose(cached.predict(x), plain.predict(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [({"epochs": 1}, "one frozen epoch"), ({"epochs": 0, "fine_tune_epochs": 1}, "epochs=0")],
+)
+def test_auto_skips_caching_when_it_cannot_pay_off(kwargs, reason):
+    data = ftk.DatasetAdapter.from_arrays(*_data(24))
+    result = _fit(data, validation=None, **kwargs)
+    info = result.info["feature_cache"]
+    assert info["used"] is False and reason in info["reason"]
+
+
+def test_checkpointing_switches_caching_off(tmp_path):
+    data = ftk.DatasetAdapter.from_arrays(*_data(24))
+    result = _fit(data, validation=None, epochs=2, checkpoint_dir=str(tmp_path / "ckpt"))
+    info = result.info["feature_cache"]
+    assert info["used"] is False and "checkpoint_dir" in info["reason"]
+
+
+def test_trainer_config_round_trip_and_validation():
+    trainer = ftk.Trainer(cache_features=False, cache_memory_mb=64, precision="mixed_bfloat16")
+    config = trainer.get_config()
+    assert config["cache_features"] is False and config["cache_memory_mb"] == 64
+    assert config["jit_compile"] == "auto" and config["precision"] == "mixed_bfloat16"
+    again = ftk.Trainer.from_config(config)
+    assert again.get_config() == config
+    for bad in (
+        {"cache_features": "yes"},
+        {"cache_memory_mb": -1},
+        {"precision": "float16"},
+        {"jit_compile": "xla"},
+    ):
+        with pytest.raises(TrainerError):
+            ftk.Trainer(**bad)
