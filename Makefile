@@ -5,7 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.finetunekit-installed
 
-.PHONY: demo test lint format benchmark clean
+PUBLIC_MODULES := finetunekit/__init__.py finetunekit/errors.py finetunekit/pipeline.py \
+	finetunekit/result.py finetunekit/export.py finetunekit/cli.py
+
+.PHONY: demo test check lint format benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +21,16 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory check
 	$(PY) -m pytest -q
+
+# Lint, format, types (strict on the public modules) and the strict docs build.
+check: $(STAMP)
 	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
+	$(VENV)/bin/ruff format --check finetunekit tests examples benchmarks
+	$(VENV)/bin/mypy finetunekit
+	$(VENV)/bin/mypy --strict --follow-imports=silent $(PUBLIC_MODULES)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check finetunekit tests examples benchmarks

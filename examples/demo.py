@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return {"accuracy": report.metrics["accuracy"], **result.timings}
 
 
-
 # --------------------------------------------------------------------------- text part
 
 

@@ -1,6 +1,6 @@
 """finetunekit: fine-tune pretrained Keras models in five composable steps.
 
-Example:
+Examples:
     >>> import finetunekit as ftk
     >>> "vgg16" in ftk.Backbone.available()
     True

@@ -5,7 +5,7 @@ of images (one sub-folder per class) or a ``.npz`` file holding arrays ``x``
 and ``y``. Every ``FineTuneError`` ends the command with a one-line message
 and exit code 2.
 
-Example:
+Examples:
     $ finetunekit train recipe.json --data train.npz --output model.keras
     $ finetunekit evaluate model.keras --data test.npz --json report.json
     $ finetunekit export model.keras --format litert --output model.tflite --sample test.npz
@@ -28,7 +28,7 @@ EXIT_USER_ERROR = 2
 def load_data(path: str, *, image_size: int = 224, class_names: list[str] | None = None) -> Any:
     """Returns a ``DatasetAdapter`` for a ``.npz`` file (arrays ``x``, ``y``) or an image folder.
 
-    Example:
+    Examples:
         >>> load_data("train.npz")  # doctest: +SKIP
     """
     from finetunekit.data import DatasetAdapter
@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="training data: image folder or .npz (x, y)")
     train.add_argument("--validation-data", help="validation data (folder or .npz)")
     train.add_argument("--validation", type=float, help="validation fraction split off --data")
-    train.add_argument("--output", default="model.keras", help="where to save (default model.keras)")
+    train.add_argument(
+        "--output", default="model.keras", help="where to save (default model.keras)"
+    )
     train.add_argument("--image-size", type=int, default=224, help="image size for folders")
     train.add_argument("--epochs", type=int, help="override the recipe's epochs")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--sample", help=".npz whose x is compared (and calibrates int8)")
     export.add_argument("--unsafe", action="store_true", help="load with safe_mode=False")
 
-    commands.add_parser("backbones", help="list the backbone names",
-                        description="List every keras.applications backbone name.")
+    commands.add_parser(
+        "backbones",
+        help="list the backbone names",
+        description="List every keras.applications backbone name.",
+    )
     return parser
 
 
@@ -138,9 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import finetunekit as ftk
 
     result = ftk.load(args.model)
-    data = load_data(
-        args.data, image_size=args.image_size, class_names=result.class_names or None
-    )
+    data = load_data(args.data, image_size=args.image_size, class_names=result.class_names or None)
     report = result.evaluate(data)
     print(report)
     if args.json:
@@ -173,7 +176,7 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 user error).
 
-    Example:
+    Examples:
         >>> main(["backbones"])  # doctest: +SKIP
         0
     """

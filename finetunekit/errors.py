@@ -123,7 +123,7 @@ def format_error(
     Returns:
         The message: ``"<what>. Expected <expected>. Received: a=1. <fix>"``.
 
-    Example:
+    Examples:
         >>> format_error("batch_size must be positive", expected="an int >= 1",
         ...              received={"batch_size": 0}, fix="Pass batch_size=32.")
         'batch_size must be positive. Expected an int >= 1. Received: batch_size=0. Pass batch_size=32.'

@@ -119,7 +119,7 @@ def export(
         ExportError: bad arguments, a missing runtime, a failed conversion,
             a quantised export that stayed float, or outputs that disagree.
 
-    Example:
+    Examples:
         >>> report = export(result, "digits.tflite", "litert", sample=x_test[:64])  # doctest: +SKIP
         >>> report.ok  # doctest: +SKIP
         True
@@ -176,7 +176,7 @@ def export(
 def run_exported(path: str, format: str, inputs: np.ndarray) -> np.ndarray:
     """Runs an exported artifact in its own runtime on ``inputs``; returns the outputs.
 
-    Example:
+    Examples:
         >>> run_exported("digits.onnx", "onnx", x[:4]).shape  # doctest: +SKIP
         (4, 10)
     """
@@ -389,6 +389,8 @@ def _require(module: str, packages: str, format: str) -> Any:
 def _size(path: str) -> int:
     if os.path.isdir(path):
         return sum(
-            os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+            os.path.getsize(os.path.join(root, f))
+            for root, _, files in os.walk(path)
+            for f in files
         )
     return os.path.getsize(path)

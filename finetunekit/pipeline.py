@@ -29,7 +29,7 @@ class FineTuner:
     never modified, so re-running a notebook cell is safe. ``fit()`` builds
     the model, trains it and returns a :class:`FineTuneResult`.
 
-    Example:
+    Examples:
         >>> import numpy as np, finetunekit as ftk
         >>> x = np.random.randint(0, 255, (40, 32, 32, 3), "uint8")
         >>> y = np.arange(40) % 2
@@ -316,7 +316,7 @@ class FineTuner:
     def from_config(cls, config: dict[str, Any]) -> FineTuner:
         """Rebuilds a recipe from :meth:`get_config`; unknown keys raise ``ConfigError``.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> cfg = ftk.FineTuner().with_head(3).get_config()
             >>> ftk.FineTuner.from_config(cfg).head.num_classes

@@ -10,7 +10,7 @@ it works on headless servers and leaves a notebook's or script's own
 matplotlib setup alone. In Jupyter the returned figure displays as usual;
 elsewhere save it (``path=...`` or ``fig.savefig``).
 
-Example:
+Examples:
     >>> from finetunekit import plots
     >>> fig = plots.plot_history(result, path="curves.png")       # doctest: +SKIP
     >>> report = result.evaluate(test)                             # doctest: +SKIP
@@ -172,7 +172,7 @@ def plot_history(
             never logged.
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> from finetunekit.plots import plot_history
         >>> history = {"phase": [1, 1, 2], "epoch": [0, 1, 2], "loss": [0.9, 0.6, 0.4],
         ...            "val_loss": [1.0, 0.7, 0.5]}
@@ -287,7 +287,7 @@ def plot_confusion_matrix(
         EvaluationError: For multilabel and regression reports.
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from finetunekit.evaluation import Evaluator
         >>> report = Evaluator().compute(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]),
@@ -350,7 +350,7 @@ def plot_per_class(
         EvaluationError: If the report has no per-class scores or no such metric.
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from finetunekit.evaluation import Evaluator
         >>> probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
@@ -393,7 +393,7 @@ def plot_per_class(
         ax.set_xlim(0.0, 1.05)
     for pos, value in zip(positions, values[order], strict=True):
         label = str(int(value)) if metric == "support" else f"{value:.3f}"
-        ax.text(value, pos, f" {label}", va="center", fontsize="small")
+        ax.text(float(value), float(pos), f" {label}", va="center", fontsize="small")
     ax.set_title(f"Per-class {metric} ({report.task}, {report.num_examples} examples)")
     ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)
@@ -419,7 +419,7 @@ def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) ->
             regression).
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from finetunekit.evaluation import Evaluator
         >>> report = Evaluator().compute(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.3, 0.8]),
@@ -520,7 +520,7 @@ def _gather(adapter: Any, indices: Sequence[int]) -> list[np.ndarray]:
         position += len(array)
         if all(v is not None for v in wanted.values()):
             break
-    return [wanted[int(i)] for i in indices]
+    return [np.asarray(wanted[int(i)]) for i in indices]
 
 
 def _as_image(x: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -588,7 +588,7 @@ def plot_most_confused(
         EvaluationError: For multilabel / regression results or non-image inputs.
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> from finetunekit.plots import plot_most_confused
         >>> fig = plot_most_confused(result, (x_test, y_test), k=6)  # doctest: +SKIP
     """
@@ -652,7 +652,7 @@ def plot_top_losses(
         EvaluationError: For multilabel / regression results or non-image inputs.
         PlotDependencyError: If matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> from finetunekit.plots import plot_top_losses
         >>> fig = plot_top_losses(result, (x_test, y_test), k=9, path="losses.png")  # doctest: +SKIP
     """

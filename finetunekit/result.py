@@ -58,7 +58,7 @@ class FineTuneResult:
                 of inputs).
             batch_size: examples per forward pass.
 
-        Example:
+        Examples:
             >>> probs = result.predict(x_new)  # doctest: +SKIP
         """
         from finetunekit.data.text import as_predict_inputs
@@ -92,7 +92,7 @@ class FineTuneResult:
         Raises:
             EvaluationError: for multilabel and regression results.
 
-        Example:
+        Examples:
             >>> result.calibrate(val)["ece_after"]  # doctest: +SKIP
             0.021
         """
@@ -226,7 +226,7 @@ class FineTuneResult:
         Returns:
             An ``ExportReport`` (max absolute difference, top-1 agreement).
 
-        Example:
+        Examples:
             >>> result.export("digits.tflite", format="litert", quantize="dynamic")  # doctest: +SKIP
         """
         from finetunekit.export import export
@@ -258,7 +258,7 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
         path: the ``.keras`` file.
         safe_mode: refuse to deserialise code from the file.
 
-    Example:
+    Examples:
         >>> import finetunekit as ftk
         >>> again = ftk.load("model.keras")  # doctest: +SKIP
     """

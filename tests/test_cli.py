@@ -35,16 +35,44 @@ def files(tmp_path, tiny_images):
 
 def test_train_evaluate_export(files, capsys):
     model = str(files / "model.keras")
-    code = main(["train", str(files / "recipe.json"), "--data", str(files / "train.npz"),
-                 "--validation", "0.25", "--output", model, "--quiet"])
+    code = main(
+        [
+            "train",
+            str(files / "recipe.json"),
+            "--data",
+            str(files / "train.npz"),
+            "--validation",
+            "0.25",
+            "--output",
+            model,
+            "--quiet",
+        ]
+    )
     assert code == 0 and "saved" in capsys.readouterr().out
     assert ftk.load(model).task == "binary"
-    assert main(["evaluate", model, "--data", str(files / "test.npz"),
-                 "--json", str(files / "r.json")]) == 0
+    assert (
+        main(
+            ["evaluate", model, "--data", str(files / "test.npz"), "--json", str(files / "r.json")]
+        )
+        == 0
+    )
     assert "accuracy" in capsys.readouterr().out
     assert json.loads((files / "r.json").read_text())["metrics"]["accuracy"] >= 0
-    assert main(["export", model, "--format", "litert", "--output", str(files / "m.tflite"),
-                 "--sample", str(files / "test.npz")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                model,
+                "--format",
+                "litert",
+                "--output",
+                str(files / "m.tflite"),
+                "--sample",
+                str(files / "test.npz"),
+            ]
+        )
+        == 0
+    )
     assert "OK" in capsys.readouterr().out
 
 
@@ -52,8 +80,7 @@ def test_bad_input_gives_one_line_and_exit_2(files, capsys):
     code = main(["train", str(files / "recipe.json"), "--data", str(files / "missing.npz")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--data" in err and "Received" in err
-    assert main(["evaluate", str(files / "encoder.keras"), "--data",
-                 str(files / "test.npz")]) == 2
+    assert main(["evaluate", str(files / "encoder.keras"), "--data", str(files / "test.npz")]) == 2
     assert "not a finetunekit result" in capsys.readouterr().err
     bad = files / "bad.json"
     bad.write_text(json.dumps({"trainer": {"epochs": -1}}))
@@ -70,8 +97,9 @@ def test_help_for_each_command(capsys):
 
 
 def test_entry_point_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "finetunekit", "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "finetunekit", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "train" in out.stdout and "export" in out.stdout
 
 

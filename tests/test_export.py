@@ -37,12 +37,15 @@ def result():
     return res
 
 
-@pytest.mark.parametrize("fmt, name", [
-    ("keras", "m.keras"),
-    ("saved_model", "sm"),
-    ("onnx", "m.onnx"),
-    ("litert", "m.tflite"),
-])
+@pytest.mark.parametrize(
+    "fmt, name",
+    [
+        ("keras", "m.keras"),
+        ("saved_model", "sm"),
+        ("onnx", "m.onnx"),
+        ("litert", "m.tflite"),
+    ],
+)
 def test_export_round_trip_with_parity(result, tmp_path, fmt, name, capsys):
     if fmt == "onnx":
         pytest.importorskip("tf2onnx", reason="ONNX export needs the [export] extra")
@@ -58,8 +61,9 @@ def test_export_round_trip_with_parity(result, tmp_path, fmt, name, capsys):
 
 
 def test_litert_dynamic_quantisation_is_really_int8(result, tmp_path):
-    report = result.export(tmp_path / "q.tflite", "litert", quantize="dynamic",
-                           sample=result.sample)
+    report = result.export(
+        tmp_path / "q.tflite", "litert", quantize="dynamic", sample=result.sample
+    )
     print(report)
     assert report.ok and report.top1_agreement >= 0.9
     from finetunekit.export import _count_int8
@@ -71,8 +75,13 @@ def test_litert_full_integer_needs_and_uses_representative_data(result, tmp_path
     with pytest.raises(ExportError) as err:
         result.export(tmp_path / "i.tflite", "litert", quantize="int8")
     assert "representative_data" in str(err.value)
-    report = result.export(tmp_path / "i.tflite", "litert", quantize="int8",
-                           sample=result.sample, representative_data=result.sample)
+    report = result.export(
+        tmp_path / "i.tflite",
+        "litert",
+        quantize="int8",
+        sample=result.sample,
+        representative_data=result.sample,
+    )
     print(report)
     assert report.ok
 
@@ -99,19 +108,23 @@ def test_quantised_export_that_stays_float_is_refused(tmp_path):
 
 def test_disagreement_is_refused(result, tmp_path):
     with pytest.raises(ExportError) as err:
-        result.export(tmp_path / "q.tflite", "litert", quantize="dynamic",
-                      sample=result.sample, tolerance=0.0)
+        result.export(
+            tmp_path / "q.tflite", "litert", quantize="dynamic", sample=result.sample, tolerance=0.0
+        )
     assert err.value.report is not None and not err.value.report.ok
     assert "disagrees" in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, arg", [
-    ({"format": "coreml"}, "format"),
-    ({"format": "saved_model", "quantize": "dynamic"}, "format"),
-    ({"format": "litert", "quantize": "int4"}, "quantize"),
-    ({"format": "onnx", "path_name": "m.tflite"}, "path"),
-    ({"format": "keras", "tolerance": -1}, "tolerance"),
-])
+@pytest.mark.parametrize(
+    "kwargs, arg",
+    [
+        ({"format": "coreml"}, "format"),
+        ({"format": "saved_model", "quantize": "dynamic"}, "format"),
+        ({"format": "litert", "quantize": "int4"}, "quantize"),
+        ({"format": "onnx", "path_name": "m.tflite"}, "path"),
+        ({"format": "keras", "tolerance": -1}, "tolerance"),
+    ],
+)
 def test_bad_export_arguments(result, tmp_path, kwargs, arg):
     kwargs = dict(kwargs)
     path = tmp_path / kwargs.pop("path_name", "m.keras" if kwargs["format"] == "keras" else "x")

@@ -27,8 +27,11 @@ def test_notebook_runs(path, monkeypatch):
     )
     client.execute()
     errors = [
-        out for cell in book.cells if cell.cell_type == "code"
-        for out in cell.get("outputs", []) if out.get("output_type") == "error"
+        out
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
     ]
     assert not errors
     assert any(cell.get("outputs") for cell in book.cells if cell.cell_type == "code")

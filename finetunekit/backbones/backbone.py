@@ -75,7 +75,7 @@ class Backbone:
             taken as 0-255; floats within [0, 1] as 0-1, within [-1, 1] as
             -1-1, else 0-255), ``"0-255"``, ``"0-1"`` or ``"-1-1"``.
 
-    Example:
+    Examples:
         >>> import finetunekit as ftk
         >>> bb = ftk.Backbone("mobilenet_v3_small", weights=None, input_shape=(32, 32, 3))
         >>> bb.name
@@ -144,7 +144,7 @@ class Backbone:
             input_range: raw range; ``"none"`` (default) feeds inputs as they
                 are, only cast to float32, as the model was trained on them.
 
-        Example:
+        Examples:
             >>> import keras, finetunekit as ftk
             >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
             ...                         keras.layers.Dense(2, activation="softmax")])
@@ -204,7 +204,7 @@ class Backbone:
             feature_layer: name of the layer whose output are the features.
             input_range: raw range, as in :meth:`from_model`.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> ftk.Backbone.from_file("encoder.keras")  # doctest: +SKIP
         """
@@ -266,7 +266,7 @@ class Backbone:
             lora_rank: LoRA rank on the attention query/value layers, or None.
             load_weights: ``False`` builds the same architecture with random weights.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> bb = ftk.Backbone.from_preset("models/all-MiniLM-L6-v2", sequence_length=64)  # doctest: +SKIP
         """
@@ -284,7 +284,7 @@ class Backbone:
     def available() -> list[str]:
         """Lists the names of every ``keras.applications`` backbone.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> "vgg16" in ftk.Backbone.available()
             True
@@ -311,7 +311,7 @@ class Backbone:
         created or copied), so the pipeline can check ``Trainer(unfreeze=...)``
         before building. Named and file backbones return ``None``.
 
-        Example:
+        Examples:
             >>> import keras, finetunekit as ftk
             >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
             ...                         keras.layers.Dense(2, activation="softmax")])

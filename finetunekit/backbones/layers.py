@@ -37,7 +37,7 @@ class ImageInputAdapter(keras.layers.Layer):
         scale: multiplier applied to the values.
         offset: added after ``scale``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> layer = ImageInputAdapter((32, 32), in_channels=1, out_channels=3,
         ...                           add_channel_axis=True)
@@ -114,7 +114,7 @@ class ImagePreprocess(keras.layers.Layer):
         mode: ``"caffe"`` (BGR, mean subtraction), ``"tf"`` (to [-1, 1]),
             ``"torch"`` (to [0, 1], ImageNet mean/std) or ``"none"``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(ImagePreprocess("tf")(np.full((1, 2, 2, 3), 255.0))[0, 0, 0, 0])
         1.0

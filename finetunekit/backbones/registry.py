@@ -131,7 +131,7 @@ _SPECS: list[BackboneSpec] = [
 def normalise_name(name: str) -> str:
     """Returns ``name`` lower-cased without ``_``, ``-``, ``.`` and spaces.
 
-    Example:
+    Examples:
         >>> normalise_name("MobileNet_V3-Small")
         'mobilenetv3small'
     """

@@ -52,7 +52,7 @@ def require_keras_hub() -> Any:
     Raises:
         BackboneError: KerasHub is not installed.
 
-    Example:
+    Examples:
         >>> require_keras_hub().__name__  # doctest: +SKIP
         'keras_hub'
     """
@@ -91,7 +91,7 @@ class TextPreprocessor(keras.layers.Layer):
         output_dtypes: ``{input name: dtype}`` of the output dict; computed
             from the preprocessor when ``None``.
 
-    Example:
+    Examples:
         >>> layer = TextPreprocessor(preprocessor)  # doctest: +SKIP
         >>> layer(tf.constant(["a short text"]))["token_ids"].shape  # doctest: +SKIP
         TensorShape([1, 128])
@@ -157,7 +157,7 @@ class TokenPooling(keras.layers.Layer):
         mode: ``"cls"`` (the first token, ``[CLS]`` in BERT) or ``"mean"``
             (average over the real tokens, padding excluded by the mask).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> seq = np.arange(12, dtype="float32").reshape(1, 3, 4)
         >>> mask = np.array([[True, True, False]])
@@ -244,7 +244,7 @@ class TextBackbone(Backbone):
         load_weights: ``True`` for the pretrained weights, ``False`` for the
             same architecture randomly initialised (training from scratch).
 
-    Example:
+    Examples:
         >>> import finetunekit as ftk
         >>> bb = ftk.Backbone.from_preset("/path/to/all-MiniLM-L6-v2", sequence_length=64)  # doctest: +SKIP
         >>> bb.pooling  # doctest: +SKIP

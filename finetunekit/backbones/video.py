@@ -22,7 +22,7 @@ __all__ = ["FramesToBatch", "BatchToFrames", "is_framewise"]
 def is_framewise(raw_shape: tuple[Any, ...], target_shape: tuple[Any, ...]) -> bool:
     """Whether raw examples are clips of the backbone's images: one more leading axis.
 
-    Example:
+    Examples:
         >>> is_framewise((8, 32, 32, 3), (32, 32, 3)), is_framewise((32, 32, 3), (32, 32, 3))
         (True, False)
     """
@@ -33,7 +33,7 @@ def is_framewise(raw_shape: tuple[Any, ...], target_shape: tuple[Any, ...]) -> b
 class FramesToBatch(keras.layers.Layer):
     """Folds clips ``(B, T, ...)`` into frames ``(B*T, ...)``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(FramesToBatch()(np.zeros((2, 5, 8, 8, 3))).shape)
         (10, 8, 8, 3)
@@ -56,7 +56,7 @@ class BatchToFrames(keras.layers.Layer):
     Called on ``[features, clips]``; ``T`` is read from the clips at run time,
     so clips of any length work.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(BatchToFrames()([np.zeros((10, 16)), np.zeros((2, 5, 8, 8, 3))]).shape)
         (2, 5, 16)

@@ -4,7 +4,7 @@
 images, validates them up front, infers the task from the labels and streams
 ``(x, y)`` batches with ``tf.data`` (inputs in their raw dtype and shape).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from finetunekit.data import DatasetAdapter
     >>> data = DatasetAdapter.from_arrays(np.zeros((8, 28, 28), "uint8"), [0, 1] * 4)

@@ -125,7 +125,7 @@ class DatasetAdapter:
     * multilabel: float32 multi-hot (N, K) -> (B, K)
     * regression: float32 (N,) or (N, D) -> (B, D)
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> data = DatasetAdapter.from_arrays(np.zeros((6, 8, 8), "uint8"), [0, 1, 2] * 2)
         >>> data.task, data.num_classes, len(data)
@@ -198,7 +198,7 @@ class DatasetAdapter:
                 ``class_names``.
             ArgumentTypeError: An argument has the wrong type.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.ones((4, 3)), ["cat", "dog", "dog", "cat"])
             >>> data.task, data.class_names
@@ -261,7 +261,7 @@ class DatasetAdapter:
             DataError: A text is not a string (e.g. ``None``), or lengths differ.
             LabelError: The labels cannot be used.
 
-        Example:
+        Examples:
             >>> data = DatasetAdapter.from_texts(["great match", "rain again"], ["sport", "weather"])
             >>> data.task, data.input_shape, data.input_dtype
             ('binary', (), 'string')
@@ -300,7 +300,7 @@ class DatasetAdapter:
         Returns:
             A validated adapter with ``input_shape == (2,)`` and ``input_dtype == "string"``.
 
-        Example:
+        Examples:
             >>> data = DatasetAdapter.from_text_pairs(["a cat", "a cat"], ["a kitten", "rain"],
             ...                                       ["same", "different"])
             >>> data.input_shape, data.class_names
@@ -369,7 +369,7 @@ class DatasetAdapter:
                 object, which can only be iterated once).
             DataError: It yields nothing or something other than ``(x, y)``.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> def clips():
             ...     for i in range(4):
@@ -420,7 +420,7 @@ class DatasetAdapter:
             DataError: Wrong structure (not ``(x, y)``), infinite or empty.
             LabelError: The labels cannot be used.
 
-        Example:
+        Examples:
             >>> import numpy as np, tensorflow as tf
             >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2)), [0, 1, 1, 0]))
             >>> DatasetAdapter.from_tf_dataset(ds.batch(2)).task
@@ -486,7 +486,7 @@ class DatasetAdapter:
             DataError: Missing path, no sub-folders, no images, bad files.
             LabelError: Unknown class names, or a single class with images.
 
-        Example:
+        Examples:
             >>> data = DatasetAdapter.from_directory("photos/", image_size=(160, 160))  # doctest: +SKIP
         """
         if not isinstance(path, (str, os.PathLike)):
@@ -647,7 +647,7 @@ class DatasetAdapter:
         Raises:
             DataError: The task is regression.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> DatasetAdapter.from_arrays(np.zeros((3, 2)), ["b", "a", "b"]).class_counts()
             {'a': 1, 'b': 2}
@@ -671,7 +671,7 @@ class DatasetAdapter:
     def targets(self) -> np.ndarray:
         """The stored targets (a copy), in example order; see the class docstring.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> DatasetAdapter.from_arrays(np.zeros((3, 2)), ["b", "a", "b"]).targets()
             array([1, 0, 1])
@@ -710,7 +710,7 @@ class DatasetAdapter:
             DataError: ``fraction`` out of range, too few examples, or a
                 ``tf.data`` source that reshuffles every pass.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.zeros((10, 2)), [0, 1] * 5)
             >>> train, val = data.split(0.2, seed=0)
@@ -756,7 +756,7 @@ class DatasetAdapter:
         Returns:
             The dataset.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4), "uint8"), [0, 1, 2, 0, 1])
             >>> x, y = next(iter(data.as_dataset(2)))
@@ -771,7 +771,7 @@ class DatasetAdapter:
     def inputs_dataset(self, batch_size: int) -> tf.data.Dataset:
         """Batched ``tf.data`` of raw inputs only, in example order (for ``predict``).
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4)), [0, 1, 2, 0, 1])
             >>> [int(b.shape[0]) for b in data.inputs_dataset(2)]
@@ -787,7 +787,7 @@ class DatasetAdapter:
         in the same order on every pass: a ``tf.data`` source that reshuffles
         or draws random numbers (augmentation) does not.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> DatasetAdapter.from_arrays(np.zeros((4, 2)), [0, 1, 0, 1]).replay_problem() is None
             True
@@ -820,7 +820,7 @@ class DatasetAdapter:
         Raises:
             DataError: The source cannot replay its order (see :meth:`replay_problem`).
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.zeros((5, 4)), [0, 1, 2, 0, 1])
             >>> [i.numpy().tolist() for i, _ in data.index_dataset(2)]
@@ -853,7 +853,7 @@ class DatasetAdapter:
     def sample_inputs(self, n: int = 256) -> np.ndarray:
         """The first ``n`` raw inputs as numpy (fewer when the data is smaller).
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> data = DatasetAdapter.from_arrays(np.arange(10).reshape(5, 2), [0, 1, 2, 0, 1])
             >>> data.sample_inputs(2).tolist()
@@ -913,7 +913,7 @@ def as_adapter(
         ArgumentTypeError: Anything else.
         LabelError: The classes do not match.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> as_adapter((np.zeros((3, 2)), [0, 1, 2])).num_classes
         3
@@ -955,7 +955,7 @@ def check_compatible(
             with no training examples.
         DataError: Different (known) input shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> data = DatasetAdapter.from_arrays(np.zeros((10, 2)), [0, 1] * 5)
         >>> check_compatible(*data.split(0.2))

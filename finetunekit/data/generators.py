@@ -40,7 +40,7 @@ def generator_dataset(generator: Any) -> tf.data.Dataset:
         ArgumentTypeError: ``generator`` is a generator object or not callable.
         DataError: It yields nothing or not ``(x, y)`` pairs.
 
-    Example:
+    Examples:
         >>> ds = generator_dataset(lambda: iter([(np.zeros((2, 3)), 1)]))
         >>> ds.element_spec[0].shape
         TensorShape([2, 3])

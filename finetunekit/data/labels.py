@@ -114,7 +114,7 @@ def validate_task(task: Any) -> str | None:
         ArgumentTypeError: ``task`` is not a string or None.
         LabelError: ``task`` is not one of :data:`TASKS`.
 
-    Example:
+    Examples:
         >>> validate_task("Multiclass")
         'multiclass'
     """
@@ -151,7 +151,7 @@ def validate_class_names(class_names: Any) -> list[str] | None:
         ArgumentTypeError: Not a list/tuple/array of strings.
         LabelError: Empty, or with duplicates.
 
-    Example:
+    Examples:
         >>> validate_class_names(("cat", "dog"))
         ['cat', 'dog']
     """
@@ -361,7 +361,7 @@ def encode_labels(
         LabelError: The labels cannot be used, or contradict ``task`` /
             ``class_names``.
 
-    Example:
+    Examples:
         >>> targets, enc = encode_labels(["dog", "cat", "dog"])
         >>> targets.tolist(), enc.task, enc.class_names
         ([1, 0, 1], 'binary', ('cat', 'dog'))
@@ -706,7 +706,7 @@ def reencode(
     Returns:
         ``(targets, encoding)`` re-encoded.
 
-    Example:
+    Examples:
         >>> t, e = encode_labels([0, 1, 0])
         >>> t2, e2 = reencode(t, e, task=None, class_names=["0", "1", "2"])
         >>> t2.tolist(), e2.task
@@ -798,7 +798,7 @@ def raw_to_stored_tf(y: Any, encoding: LabelEncoding) -> Any:
 
     Mirrors :func:`encode_labels` inside a ``tf.data`` pipeline.
 
-    Example:
+    Examples:
         >>> import tensorflow as tf
         >>> _, enc = encode_labels(["a", "b", "a"])
         >>> raw_to_stored_tf(tf.constant([b"b", b"a"]), enc).numpy().tolist()
@@ -833,7 +833,7 @@ def raw_to_stored_tf(y: Any, encoding: LabelEncoding) -> Any:
 def stored_to_batch_tf(t: Any, encoding: LabelEncoding) -> Any:
     """Turns a batch of stored targets into the float32 batch targets of the table.
 
-    Example:
+    Examples:
         >>> import tensorflow as tf
         >>> _, enc = encode_labels([0, 1, 2])
         >>> stored_to_batch_tf(tf.constant([2, 0], tf.int64), enc).numpy().tolist()

@@ -60,7 +60,7 @@ def check_input_array(x: Any) -> np.ndarray:
         DataError: ``x`` is ragged, object/string-valued, has fewer than 2
             dimensions or is empty.
 
-    Example:
+    Examples:
         >>> check_input_array([[1, 2], [3, 4]]).shape
         (2, 2)
     """
@@ -149,7 +149,7 @@ def check_finite_inputs(arr: np.ndarray) -> None:
 
     Scans in chunks of rows so memory stays bounded for large arrays.
 
-    Example:
+    Examples:
         >>> check_finite_inputs(np.zeros((2, 3), np.float32))
     """
     if arr.dtype.kind != "f":
@@ -317,7 +317,7 @@ def _walk_datasets(ds: Any, limit: int = 200) -> list[Any]:
 def reshuffles_each_iteration(ds: tf.data.Dataset) -> bool:
     """Best-effort check: does ``ds`` contain a ``shuffle`` that reshuffles every pass?
 
-    Example:
+    Examples:
         >>> reshuffles_each_iteration(tf.data.Dataset.range(4).shuffle(4))
         True
     """
@@ -390,7 +390,7 @@ def normalize_tf_dataset(
         ArgumentTypeError: ``ds`` is not a dataset or ``batched`` not a bool.
         DataError: The structure cannot be used, or ``ds`` is infinite.
 
-    Example:
+    Examples:
         >>> ds = tf.data.Dataset.from_tensor_slices(([[1.0], [2.0]], [0, 1])).batch(2)
         >>> normalize_tf_dataset(ds, None)[4]
         True
@@ -470,7 +470,7 @@ def normalize_tf_dataset(
 def read_tf_labels(pairs: tf.data.Dataset, batched: bool, ds: Any) -> np.ndarray:
     """One pass over the labels of ``pairs`` (``ds.map(lambda x, y: y)``) into numpy.
 
-    Example:
+    Examples:
         >>> pairs = tf.data.Dataset.from_tensor_slices(([[1.0], [2.0]], [0, 1]))
         >>> read_tf_labels(pairs, False, pairs).tolist()
         [0, 1]
@@ -521,7 +521,7 @@ def random_ops(ds: tf.data.Dataset) -> list[str]:
     ``map`` calls; shuffling is not counted. Best effort: an unreadable graph
     gives ``[]``.
 
-    Example:
+    Examples:
         >>> ds = tf.data.Dataset.range(4).map(lambda i: tf.random.uniform(()) + tf.cast(i, "float32"))
         >>> random_ops(ds)
         ['RandomUniform']
@@ -770,7 +770,7 @@ def list_image_directory(
 def find_unreadable_images(paths: Sequence[str], channels: int) -> list[tuple[str, str]]:
     """Tries decoding every file; returns ``(path, reason)`` for those that fail.
 
-    Example:
+    Examples:
         >>> find_unreadable_images([], 3)
         []
     """
@@ -820,7 +820,11 @@ class DirectorySource:
 
     def subset(self, local: np.ndarray) -> DirectorySource:
         return DirectorySource(
-            self._paths[local], self._x_spec, self._image_size, self._channels, self._interpolation
+            self._paths[local],
+            self._x_spec,
+            (int(self._image_size[0]), int(self._image_size[1])),
+            self._channels,
+            self._interpolation,
         )
 
     def load(self, path: tf.Tensor) -> tf.Tensor:

@@ -15,7 +15,7 @@ __all__ = ["check_fraction", "split_indices"]
 def check_fraction(fraction: Any, seed: Any) -> float:
     """Checks ``fraction`` (in (0, 1)) and ``seed`` (an int >= 0); returns the fraction.
 
-    Example:
+    Examples:
         >>> check_fraction(0.2, 0)
         0.2
     """
@@ -87,7 +87,7 @@ def split_indices(
     Raises:
         DataError: One of the parts would be empty.
 
-    Example:
+    Examples:
         >>> rest, held = split_indices(np.array([0, 0, 1, 1]), "binary", 2, 0.5, seed=0)
         >>> len(rest), len(held)
         (2, 2)

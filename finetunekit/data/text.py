@@ -27,7 +27,7 @@ _MAX_SHOWN = 5
 def is_text_like(x: Any) -> bool:
     """Returns whether ``x`` looks like texts: a string array or a sequence of strings.
 
-    Example:
+    Examples:
         >>> is_text_like(["a cat", "a dog"]), is_text_like([[1, 2]])
         (True, False)
     """
@@ -102,7 +102,7 @@ def check_texts(texts: Any, name: str = "texts") -> np.ndarray:
         ArgumentTypeError: ``texts`` is one string, not a sequence.
         DataError: empty, not 1-D, or holding non-strings (e.g. ``None`` / NaN).
 
-    Example:
+    Examples:
         >>> check_texts(["a cat", b"a dog"]).tolist()
         ['a cat', 'a dog']
     """
@@ -143,7 +143,7 @@ def check_text_pairs(first: Any, second: Any) -> np.ndarray:
     Raises:
         DataError: different lengths, empty, or non-strings.
 
-    Example:
+    Examples:
         >>> check_text_pairs(["a cat"], ["a kitten"]).shape
         (1, 2)
     """
@@ -166,7 +166,7 @@ class TextSource(ArraySource):
 
     Batches are ``tf.string`` tensors of shape ``(B,)`` or ``(B, 2)``.
 
-    Example:
+    Examples:
         >>> TextSource(check_texts(["a", "b"])).input_shape
         ()
     """
@@ -203,7 +203,7 @@ def as_predict_inputs(x: Any, batch_size: int, model: Any = None) -> Any:
     a batched ``tf.data`` of ``tf.string``. A ``(first, second)`` tuple of two
     sequences is stacked into pairs when ``model`` takes pairs (input shape ``(None, 2)``).
 
-    Example:
+    Examples:
         >>> ds = as_predict_inputs(["a cat", "a dog"], batch_size=8)
         >>> next(iter(ds)).dtype.name
         'string'
@@ -232,7 +232,7 @@ def as_predict_inputs(x: Any, batch_size: int, model: Any = None) -> Any:
 def check_texts_or_pairs(x: Any) -> np.ndarray:
     """Checks ``x`` given to ``from_arrays``: ``(N,)`` texts or ``(N, 2)`` sentence pairs.
 
-    Example:
+    Examples:
         >>> check_texts_or_pairs([["a", "b"], ["c", "d"]]).shape
         (2, 2)
     """

@@ -4,7 +4,7 @@
 and returns an ``EvaluationReport`` with headline metrics, per-class scores
 and a confusion matrix.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from finetunekit.evaluation import Evaluator
     >>> report = Evaluator().compute(np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]),

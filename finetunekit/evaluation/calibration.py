@@ -17,7 +17,7 @@ recovered as ``log(p)`` (softmax: the log-probabilities differ from the
 logits by a per-row constant, which softmax ignores) and ``logit(p)``
 (sigmoid).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y = np.array([0, 1, 1, 0])
     >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
@@ -91,7 +91,7 @@ def top_label(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(confidence, correct)``: float64 (N,) in [0, 1] and bool (N,).
 
-    Example:
+    Examples:
         >>> conf, correct = top_label(np.array([1, 0]), np.array([0.8, 0.3]))
         >>> conf.tolist(), correct.tolist()
         ([0.8, 0.7], [True, True])
@@ -125,7 +125,7 @@ def reliability_bins(y_true: Any, y_prob: Any, n_bins: int = DEFAULT_BINS) -> di
         (number of predictions). Empty bins have count 0 and confidence and
         accuracy 0.0.
 
-    Example:
+    Examples:
         >>> bins = reliability_bins(np.array([1, 0]), np.array([0.8, 0.3]), n_bins=2)
         >>> bins["bins"], bins["count"], bins["accuracy"]
         ([0.0, 0.5, 1.0], [0, 2], [0.0, 1.0])
@@ -154,7 +154,7 @@ def ece_from_bins(bins: dict[str, list[Any]]) -> float:
     Returns:
         ``sum_b (count_b / N) * |accuracy_b - confidence_b|`` (0.0 when empty).
 
-    Example:
+    Examples:
         >>> round(ece_from_bins({"count": [1, 3], "accuracy": [0.0, 1.0], "confidence": [0.4, 0.8]}), 4)
         0.25
     """
@@ -181,7 +181,7 @@ def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = DEFAULT_B
     Returns:
         The ECE in [0, 1].
 
-    Example:
+    Examples:
         >>> expected_calibration_error(np.array([1, 0]), np.array([0.8, 0.3]), n_bins=2)
         0.25
     """
@@ -217,7 +217,7 @@ def apply_temperature(y_prob: Any, temperature: float) -> np.ndarray:
     Returns:
         float32 probabilities of the same shape.
 
-    Example:
+    Examples:
         >>> apply_temperature(np.array([[0.9, 0.1]]), 2.0).round(3).tolist()
         [[0.75, 0.25]]
     """
@@ -239,7 +239,7 @@ def negative_log_likelihood(y_true: Any, y_prob: Any) -> float:
     Returns:
         The mean NLL over the N examples.
 
-    Example:
+    Examples:
         >>> round(negative_log_likelihood(np.array([1]), np.array([[0.5, 0.5]])), 4)
         0.6931
     """
@@ -282,7 +282,7 @@ def fit_temperature(
     Raises:
         EvaluationError: If there are no examples.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> y = rng.integers(0, 2, 500)
         >>> p = np.where(y == 1, 0.99, 0.01)            # always sure ...
@@ -330,7 +330,7 @@ class TemperatureScaled:
         model: A Keras classifier (softmax or sigmoid output).
         temperature: The temperature to apply.
 
-    Example:
+    Examples:
         >>> import keras
         >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, "softmax")])
         >>> TemperatureScaled(net, 2.0).predict(np.ones((4, 2)), verbose=0).shape
@@ -365,7 +365,7 @@ def calibrate_result(result: Any, validation_data: Any, batch_size: int = 64) ->
     Raises:
         EvaluationError: For multilabel and regression results, or empty data.
 
-    Example:
+    Examples:
         >>> calibrate_result(result, (x_val, y_val))["temperature"]  # doctest: +SKIP
         1.83
     """

@@ -245,7 +245,7 @@ class Evaluator:
         EvaluationError: If ``top_k < 1``, ``batch_size < 1`` or ``threshold``
             is not strictly between 0 and 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> evaluator = Evaluator(top_k=2)
         >>> y_prob = np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
@@ -283,7 +283,7 @@ class Evaluator:
         Returns:
             ``{"top_k": ..., "batch_size": ..., "threshold": ...}``.
 
-        Example:
+        Examples:
             >>> Evaluator(top_k=3).get_config()
             {'top_k': 3, 'batch_size': 64, 'threshold': 0.5}
         """
@@ -303,7 +303,7 @@ class Evaluator:
         Raises:
             ConfigError: If ``config`` is not a dict or has unknown keys.
 
-        Example:
+        Examples:
             >>> Evaluator.from_config({"top_k": 3}).top_k
             3
         """
@@ -377,7 +377,7 @@ class Evaluator:
                 data is empty.
             DataError: If ``data`` cannot be turned into a dataset.
 
-        Example:
+        Examples:
             >>> import numpy as np, keras
             >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
             >>> x, y = np.random.rand(12, 4).astype("float32"), np.arange(12) % 3
@@ -454,7 +454,7 @@ class Evaluator:
             return data  # an adapter (or a duck-typed one): use as is
         from finetunekit.data import as_adapter
 
-        return as_adapter(data, task=task, class_names=class_names)
+        return as_adapter(data, task=task, class_names=list(class_names) if class_names else None)
 
     @staticmethod
     def _check_model_output(model: Any, task: str, names: list[str], y_true: np.ndarray) -> None:
@@ -516,7 +516,7 @@ class Evaluator:
                 empty or the task is unknown.
             ArgumentTypeError: If an argument has the wrong type.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> report = Evaluator().compute(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]),
             ...                              task="binary", class_names=["ok", "defect"])

@@ -60,7 +60,7 @@ def categorical_cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     Returns:
         The mean loss over the N examples.
 
-    Example:
+    Examples:
         >>> y_prob = np.array([[0.5, 0.5], [1.0, 0.0]])
         >>> round(categorical_cross_entropy(np.array([0, 0]), y_prob), 4)
         0.3466
@@ -83,7 +83,7 @@ def binary_cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     Returns:
         The mean loss over all elements.
 
-    Example:
+    Examples:
         >>> round(binary_cross_entropy(np.array([1, 0]), np.array([0.5, 0.5])), 4)
         0.6931
     """
@@ -103,7 +103,7 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     Returns:
         The accuracy in [0, 1].
 
-    Example:
+    Examples:
         >>> accuracy(np.array([0, 1, 1, 2]), np.array([0, 1, 0, 2]))
         0.75
     """
@@ -124,7 +124,7 @@ def top_k_accuracy(y_true: np.ndarray, y_prob: np.ndarray, k: int) -> float:
     Returns:
         The top-k accuracy in [0, 1].
 
-    Example:
+    Examples:
         >>> y_prob = np.array([[0.1, 0.3, 0.6], [0.7, 0.2, 0.1]])
         >>> top_k_accuracy(np.array([1, 2]), y_prob, k=2)
         0.5
@@ -147,7 +147,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
         An int64 array of shape (K, K); rows are true classes, columns
         predicted classes.
 
-    Example:
+    Examples:
         >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
         [[1, 0], [1, 1]]
     """
@@ -167,7 +167,7 @@ def multilabel_confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray) -> np.
         An int64 array of shape (K, 2, 2); entry ``[k]`` is
         ``[[tn, fp], [fn, tp]]`` for label k (scikit-learn's layout).
 
-    Example:
+    Examples:
         >>> y_true = np.array([[1, 0], [1, 1]])
         >>> y_pred = np.array([[1, 1], [0, 1]])
         >>> multilabel_confusion_matrices(y_true, y_pred)[0].tolist()
@@ -198,7 +198,7 @@ def precision_recall_f1(
         ``(precision, recall, f1)``, each float64 of shape (K,); undefined
         values are 0.0.
 
-    Example:
+    Examples:
         >>> p, r, f = precision_recall_f1(np.array([2]), np.array([2]), np.array([0]))
         >>> float(p[0]), float(r[0]), round(float(f[0]), 4)
         (0.5, 1.0, 0.6667)
@@ -232,7 +232,7 @@ def average_scores(
         ``precision_weighted``, ``recall_weighted``, ``f1_weighted`` and, when
         ``micro`` is true, ``precision_micro``, ``recall_micro``, ``f1_micro``.
 
-    Example:
+    Examples:
         >>> scores = average_scores(np.array([1, 1]), np.array([1, 0]), np.array([0, 1]))
         >>> round(scores["f1_macro"], 4)
         0.6667
@@ -285,7 +285,7 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
         The AUC in [0, 1], or ``None`` when only one class is present
         (the AUC is undefined).
 
-    Example:
+    Examples:
         >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
         0.75
     """
@@ -312,7 +312,7 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.nd
     Returns:
         A dict ``{"mse", "mae", "rmse", "r2"}`` of float64 arrays of shape (D,).
 
-    Example:
+    Examples:
         >>> scores = regression_scores(np.array([[1.0], [3.0]]), np.array([[2.0], [3.0]]))
         >>> float(scores["mse"][0]), float(scores["r2"][0])
         (0.5, 0.5)

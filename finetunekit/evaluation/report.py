@@ -97,7 +97,7 @@ class EvaluationReport:
             bin}``; ``metrics["ece"]`` is the expected calibration error they
             give. See :mod:`finetunekit.evaluation.calibration`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from finetunekit.evaluation import Evaluator
         >>> report = Evaluator().compute(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]),
@@ -120,7 +120,7 @@ class EvaluationReport:
     ) -> None:
         """Stores the results; see the class docstring for the fields.
 
-        Example:
+        Examples:
             >>> r = EvaluationReport(task="regression", metrics={"mse": 0.5}, per_class={},
             ...                      confusion_matrix=None, class_names=[], num_examples=2)
             >>> r.num_examples
@@ -157,7 +157,7 @@ class EvaluationReport:
                 no single-label confusion matrix.
             ArgumentTypeError: If ``k`` is not an int.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> from finetunekit.evaluation import Evaluator
             >>> y_prob = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
@@ -205,7 +205,7 @@ class EvaluationReport:
             ``None``), ``thresholds`` and ``calibration`` (reliability bins or
             ``None``).
 
-        Example:
+        Examples:
             >>> import json
             >>> import numpy as np
             >>> from finetunekit.evaluation import Evaluator
@@ -239,7 +239,7 @@ class EvaluationReport:
             ArgumentTypeError: If ``data`` is not a dict.
             EvaluationError: If a required key is missing.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> from finetunekit.evaluation import Evaluator
             >>> report = Evaluator().compute(np.array([0, 1]), np.array([0.2, 0.9]),
@@ -323,7 +323,9 @@ class EvaluationReport:
         confidence = float(np.sum(count * np.asarray(self.calibration["confidence"])) / total)
         accuracy = float(np.sum(count * np.asarray(self.calibration["accuracy"])) / total)
         gap = confidence - accuracy
-        verdict = "overconfident" if gap > 0.01 else "underconfident" if gap < -0.01 else "calibrated"
+        verdict = (
+            "overconfident" if gap > 0.01 else "underconfident" if gap < -0.01 else "calibrated"
+        )
         return [
             "",
             f"Calibration: ECE {self.metrics['ece']:.4f} over {len(count)} bins; mean "

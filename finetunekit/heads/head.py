@@ -46,7 +46,7 @@ class HeadReplacer:
             and undo it inside the model (layer ``head_rescale``), so
             ``predict`` returns the original units.
 
-    Example:
+    Examples:
         >>> import finetunekit as ftk
         >>> head = ftk.HeadReplacer(num_classes="auto", hidden_units=(64,), dropout=0.2)
         >>> head.get_config()["hidden_units"]
@@ -283,9 +283,9 @@ class HeadReplacer:
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name="head_output_dropout")(x)
         activation = default_activation(task) if self.activation == "auto" else self.activation
-        out = keras.layers.Dense(
-            units, activation=activation, dtype="float32", name="head_output"
-        )(x)
+        out = keras.layers.Dense(units, activation=activation, dtype="float32", name="head_output")(
+            x
+        )
         if self.scale_targets and task == "regression":
             if target_stats is None:
                 raise HeadError(

@@ -22,7 +22,7 @@ __all__ = ["TargetScaler", "StandardizedMeanSquaredError", "target_statistics"]
 def target_statistics(targets: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-column mean and standard deviation of regression targets (std 0 -> 1).
 
-    Example:
+    Examples:
         >>> target_statistics(np.array([1.0, 3.0]))
         ([2.0], [1.0])
     """
@@ -42,7 +42,7 @@ class TargetScaler(keras.layers.Layer):
         mean: per-target means (one per output column).
         std: per-target standard deviations.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> TargetScaler([10.0], [2.0])(np.array([[0.5]], "float32")).numpy().tolist()
         [[11.0]]
@@ -73,7 +73,7 @@ class StandardizedMeanSquaredError(keras.losses.Loss):
     Args:
         std: per-target standard deviations.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = StandardizedMeanSquaredError([2.0])
         >>> float(loss(np.array([[4.0]]), np.array([[2.0]])))

@@ -21,7 +21,7 @@ _ACTIVATION = {
 def default_activation(task: str) -> str:
     """Returns the output activation for ``task``.
 
-    Example:
+    Examples:
         >>> default_activation("multiclass")
         'softmax'
     """
@@ -31,7 +31,7 @@ def default_activation(task: str) -> str:
 def default_loss(task: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Returns the loss object for ``task`` (targets as in ``DatasetAdapter.as_dataset``).
 
-    Example:
+    Examples:
         >>> type(default_loss("regression")).__name__
         'MeanSquaredError'
     """
@@ -45,7 +45,7 @@ def default_loss(task: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
 def default_metrics(task: str, num_classes: int | None) -> list[Any]:
     """Returns the metrics Keras tracks while training ``task``.
 
-    Example:
+    Examples:
         >>> [m.name for m in default_metrics("binary", 2)]
         ['accuracy']
     """

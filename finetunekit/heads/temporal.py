@@ -36,7 +36,7 @@ def build_temporal(x: Any, mode: str, units: int, pooling: str = "avg") -> Any:
         pooling: per-frame spatial pooling of 5-D features: ``"avg"``,
             ``"max"`` or ``"flatten"`` (keeps where things are in the frame).
 
-    Example:
+    Examples:
         >>> inp = keras.Input((6, 16))
         >>> tuple(build_temporal(inp, "gru", 8).shape)
         (None, 8)

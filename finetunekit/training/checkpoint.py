@@ -78,7 +78,7 @@ def monitor_mode(monitor: str) -> str:
     Losses and error metrics are minimised; accuracies, AUC and the rest are
     maximised.
 
-    Example:
+    Examples:
         >>> monitor_mode("val_loss"), monitor_mode("val_accuracy"), monitor_mode("mae")
         ('min', 'max', 'min')
     """
@@ -98,7 +98,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         path: the file to write.
         write: called with the open binary temporary file.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
         >>> atomic_write(target, lambda f: f.write(b"hello"))
@@ -159,7 +159,7 @@ class CheckpointStore:
     Args:
         directory: the folder; created when missing.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> store = CheckpointStore(tempfile.mkdtemp())
         >>> store.read_state() is None
@@ -238,13 +238,13 @@ class CheckpointStore:
             name = self.next_name(state)
             atomic_write(
                 os.path.join(self.directory, name),
-                lambda handle: np.savez(handle, **arrays),
+                lambda handle: np.savez(handle, **arrays),  # type: ignore[arg-type]
             )
             state["seq"] = int(state.get("seq", 0)) + 1
             state["latest"] = name
         state["format"], state["version"] = _FORMAT, _VERSION
         text = json.dumps(state, allow_nan=False).encode("utf-8")
-        atomic_write(self.state_path, lambda handle: handle.write(text))
+        atomic_write(self.state_path, lambda handle: _write_bytes(handle, text))
         keep = {state.get("latest"), state["early_stopping"].get("file"), state["best"].get("file")}
         for entry in os.listdir(self.directory):
             if _CKPT_RE.match(entry) and entry not in keep:
@@ -288,11 +288,7 @@ def fingerprint(
         return f"{spec!r} batches={batches}" if spec is not None else type(ds).__name__
 
     loss_name = loss if isinstance(loss, str) else type(loss).__name__
-    settings = {
-        k: v
-        for k, v in trainer_config.items()
-        if k not in _UNTRACKED_SETTINGS
-    }
+    settings = {k: v for k, v in trainer_config.items() if k not in _UNTRACKED_SETTINGS}
     return {
         "trainer": json.loads(json.dumps(settings, default=str)),
         "model": hashlib.sha256(shapes.encode()).hexdigest()[:16],
@@ -370,7 +366,7 @@ class TrainingSession:
             raises :class:`~finetunekit.errors.CheckpointError`.
         verbose: print a line when resuming.
 
-    Example:
+    Examples:
         >>> session = TrainingSession(monitor="loss", early_stopping=None, keep_best=False)
         >>> session.history()
         {'phase': [], 'epoch': []}
@@ -524,7 +520,7 @@ class TrainingSession:
             for key, column in columns.items():
                 value = row.get(key)
                 if key in ("phase", "epoch"):
-                    column.append(int(value))
+                    column.append(int(value if value is not None else -1))
                 else:
                     column.append(float("nan") if value is None else float(value))
         return columns
@@ -630,3 +626,7 @@ class _SessionCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         seconds = self._base + time.perf_counter() - self._start
         self.session.epoch_end(self.phase, epoch, dict(logs or {}), self.model, seconds)
+
+
+def _write_bytes(handle: Any, data: bytes) -> None:
+    handle.write(data)

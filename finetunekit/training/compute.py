@@ -41,7 +41,7 @@ _CPU_AUTO = {"features": False, "head": False, "frozen": False, "full": False}
 def has_accelerator() -> bool:
     """Whether TensorFlow sees a GPU or TPU.
 
-    Example:
+    Examples:
         >>> isinstance(has_accelerator(), bool)
         True
     """
@@ -51,7 +51,7 @@ def has_accelerator() -> bool:
 def check_jit_compile(jit_compile: Any) -> bool | str:
     """Validates a ``jit_compile`` setting: ``"auto"``, ``True`` or ``False``.
 
-    Example:
+    Examples:
         >>> check_jit_compile("auto")
         'auto'
     """
@@ -83,7 +83,7 @@ def resolve_jit_compile(setting: bool | str, step: str) -> bool | str:
             (phase 1 on cached features), ``"frozen"`` (phase 1 through the
             frozen backbone) or ``"full"`` (phase 2).
 
-    Example:
+    Examples:
         >>> resolve_jit_compile(False, "head")
         False
     """
@@ -97,7 +97,7 @@ def resolve_jit_compile(setting: bool | str, step: str) -> bool | str:
 def check_precision(precision: Any) -> str:
     """Validates ``precision``; warns when a mixed policy runs on a CPU-only machine.
 
-    Example:
+    Examples:
         >>> check_precision("float32")
         'float32'
     """
@@ -123,7 +123,7 @@ def precision_scope(precision: str) -> Iterator[None]:
     head's output layer stays float32. On a machine without GPU or TPU a
     mixed policy is usually slower than float32, so a warning says so.
 
-    Example:
+    Examples:
         >>> with precision_scope("float32"):
         ...     keras.layers.Dense(2).dtype_policy.name
         'float32'

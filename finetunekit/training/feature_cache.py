@@ -90,7 +90,7 @@ def random_layers(layers: Any) -> list[str]:
 
     Nested models are searched too.
 
-    Example:
+    Examples:
         >>> import keras
         >>> random_layers([keras.layers.RandomFlip(name="flip"), keras.layers.Dense(2)])
         ['flip']
@@ -147,7 +147,7 @@ def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit
             head reads anything besides the backbone features, random layers
             run before the backbone, or the features have an unknown size.
 
-    Example:
+    Examples:
         >>> import keras
         >>> bb = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="backbone")
         >>> inp = keras.Input((4,))
@@ -217,7 +217,7 @@ class FeatureStore:
         memory_bytes: keep the array in memory when it needs at most this many
             bytes; otherwise write it to an ``np.memmap`` in a temporary folder.
 
-    Example:
+    Examples:
         >>> store = FeatureStore(4, (2,), "float32", memory_bytes=0)
         >>> store.spilled, store.nbytes
         (True, 32)
@@ -296,7 +296,7 @@ def feature_batch_size(batch_size: int, feature_model: keras.Model) -> int:
     per batch while the widest tensor between the raw inputs and the
     backbone (e.g. the resized image) stays within about 16 MiB per batch.
 
-    Example:
+    Examples:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])
         >>> feature_batch_size(32, m)
         256
@@ -330,7 +330,7 @@ class FeatureCache:
             a temporary file.
         jit_compile: compile the feature pass with XLA.
 
-    Example:
+    Examples:
         >>> with FeatureCache(split, train, None, 32, 2**28) as cache:  # doctest: +SKIP
         ...     head_model.fit(cache.train_dataset(shuffle=True, seed=0))
     """
@@ -436,7 +436,7 @@ class FullModelCallback(keras.callbacks.Callback):
         inner: the callback to forward epoch events to.
         full_model: the model ``inner`` sees as ``self.model``.
 
-    Example:
+    Examples:
         >>> cb = FullModelCallback(keras.callbacks.Callback(), keras.Sequential())  # doctest: +SKIP
     """
 

@@ -28,7 +28,7 @@ OPTIMIZERS = {
 def check_optimizer(optimizer: Any) -> Any:
     """Validates an optimizer name or Keras optimizer instance; returns it.
 
-    Example:
+    Examples:
         >>> check_optimizer("Adam")
         'adam'
     """
@@ -62,7 +62,7 @@ def make_optimizer(optimizer: Any, learning_rate: Any) -> keras.optimizers.Optim
     A Keras optimizer instance is copied through its config (never reused
     across phases), with its learning rate replaced.
 
-    Example:
+    Examples:
         >>> type(make_optimizer("sgd", 0.01)).__name__
         'SGD'
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +117,7 @@ class Trainer:
             on GPUs/TPUs; on a CPU-only machine it warns.
         shuffle: shuffle the training data each epoch.
 
-    Example:
+    Examples:
         >>> import finetunekit as ftk
         >>> trainer = ftk.Trainer(optimizer="adam", learning_rate=1e-3, epochs=2,
         ...                       fine_tune_epochs=1)
@@ -303,7 +303,7 @@ class Trainer:
         network is already known (``Backbone.from_model``), and again on the
         built backbone before the first epoch.
 
-        Example:
+        Examples:
             >>> import keras, finetunekit as ftk
             >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
             >>> ftk.Trainer(fine_tune_epochs=1, unfreeze=1).check_backbone(net)
@@ -318,7 +318,7 @@ class Trainer:
     def resolved_monitor(self, has_validation: bool) -> str:
         """The quantity watched: ``monitor``, without ``"val_"`` when there is no validation.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> ftk.Trainer(monitor="val_accuracy").resolved_monitor(has_validation=False)
             'accuracy'
@@ -334,7 +334,7 @@ class Trainer:
             metric_names: names of the compiled metrics (``"loss"`` is implied).
             has_validation: whether validation data is given.
 
-        Example:
+        Examples:
             >>> import finetunekit as ftk
             >>> ftk.Trainer(early_stopping=2, monitor="val_accuracy").check_monitor(
             ...     ["accuracy"], has_validation=True)
@@ -378,7 +378,7 @@ class Trainer:
         validation_ds: Any = None,
         *,
         loss: Any,
-        metrics: Sequence[Any] = (),
+        metrics: Sequence[Any] | Callable[[], Sequence[Any]] = (),
         train_data: Any = None,
         validation_data: Any = None,
     ) -> TrainingRun:
@@ -423,9 +423,7 @@ class Trainer:
             early_stopping=self.early_stopping,
             keep_best=self.keep_best,
             store=CheckpointStore(self.checkpoint_dir) if self.checkpoint_dir else None,
-            run_fingerprint=fingerprint(
-                self.get_config(), model, train_ds, validation_ds, loss
-            ),
+            run_fingerprint=fingerprint(self.get_config(), model, train_ds, validation_ds, loss),
             verbose=self.verbose,
         )
         if session.resume(model):
@@ -456,8 +454,17 @@ class Trainer:
             initial_epoch = session.begin_phase(phase, first, model)
             if cached and session.should_train(last):
                 cache_seconds = self._fit_cached(
-                    split, model, loss, metrics, session, initial_epoch, last,
-                    train_data, validation_data, train_ds, cache_info,
+                    split,
+                    model,
+                    loss,
+                    metrics,
+                    session,
+                    initial_epoch,
+                    last,
+                    train_data,
+                    validation_data,
+                    train_ds,
+                    cache_info,
                 )
             elif session.should_train(last):
                 model.fit(
@@ -506,11 +513,11 @@ class Trainer:
             savers = [
                 type(cb).__name__
                 for cb in self.callbacks
-                if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore))
+                if isinstance(
+                    cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
+                )
             ]
-            problems = [
-                d.replay_problem() for d in (train_data, validation_data) if d is not None
-            ]
+            problems = [d.replay_problem() for d in (train_data, validation_data) if d is not None]
             if savers:
                 reason = f"callbacks {savers} would save the head-only model"
             elif any(problems):
