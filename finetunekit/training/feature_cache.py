@@ -183,11 +183,13 @@ def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit
             break
         user = users[0]
         op = user.operation
-        if not isinstance(op, _POOLING_TYPES) or op.weights or len(user.output_tensors) != 1:
+        if not isinstance(op, _POOLING_TYPES) or op.weights or len(user.output_tensors) != 1:  # type: ignore[attr-defined]
             break
         if any(o is boundary for o in model.outputs):
             break
         boundary = user.output_tensors[0]
+    if getattr(boundary, "_keras_mask", None) is not None:
+        raise CacheUnavailable("the features carry a padding mask the head would lose")
     if any(d is None for d in boundary.shape[1:]):
         raise CacheUnavailable(f"the features have an unknown size {tuple(boundary.shape)}")
     try:
@@ -254,7 +256,7 @@ class FeatureStore:
         if pos != self.n:
             raise CacheUnavailable(f"the data yielded {pos} examples instead of {self.n}")
         if self.spilled:
-            self._array.flush()  # type: ignore[union-attr]
+            self._array.flush()  # type: ignore[attr-defined]
         else:
             with tf.device("/CPU:0"):  # never copy the cache into accelerator memory
                 self._tensor = tf.convert_to_tensor(self._array)
@@ -266,7 +268,7 @@ class FeatureStore:
             out = tf.gather(self._tensor, idx)
         else:
             array = self._array
-            out = tf.numpy_function(lambda i: array[i], [idx], tf.as_dtype(self.np_dtype))
+            out = tf.numpy_function(lambda i: array[i], [idx], tf.as_dtype(self.np_dtype))  # type: ignore[index]
             out.set_shape((None, *self.shape))
         if out.dtype.name != self.dtype:
             out = tf.cast(out, self.dtype)

@@ -35,11 +35,14 @@ class TrainingRun:
     Attributes:
         history: Keras-style ``{metric: [value per epoch]}`` over both phases,
             with ``"phase"`` (1 or 2) and ``"epoch"`` lists marking each epoch.
-        timings: wall seconds per phase (``"phase1"``, ``"phase2"``).
+        timings: wall seconds per phase (``"phase1"``, ``"phase2"``); with the
+            feature cache also ``"feature_cache"`` (included in ``"phase1"``).
         trainable_params: trainable parameter count per phase.
         resumed_from: ``None`` for a fresh run; after a restart from
             ``checkpoint_dir``: ``{"phase", "epoch", "epochs_done"}`` of the last
             epoch the checkpoint held.
+        info: facts about the run; ``"feature_cache"``: ``{"used", "reason",
+            "bytes", "spilled"}``.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
