@@ -19,7 +19,7 @@ medians and ratios of four figures:
 
 Usage:
 
-    .venv/bin/python benchmarks/bench_finetune.py            # ~10 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench_finetune.py            # ~6 min on 2 idle CPU cores
     .venv/bin/python benchmarks/bench_finetune.py --quick    # ~2-3 min, smaller
     make benchmark
 
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     achieved = flops * full["finetunekit_ips"]
     log("memory")
     memory = bench_memory(cfg, log)
-    figures = {
+    figures: dict[str, Any] = {
         "config": cfg,
         "frozen": frozen,
         "full": full,

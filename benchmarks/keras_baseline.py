@@ -118,7 +118,7 @@ def run(
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
     val_ds = (
         make_dataset(x_val, y_val, batch_size, shuffle=False, seed=None)
-        if x_val is not None
+        if x_val is not None and y_val is not None
         else None
     )
     histories = []

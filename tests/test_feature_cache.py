@@ -213,3 +213,32 @@ def test_trainer_config_round_trip_and_validation():
     ):
         with pytest.raises(TrainerError):
             ftk.Trainer(**bad)
+
+
+def _sources(tmp_path):
+    """The same 12 labelled 8x8 RGB images as array, tf.data and directory adapters."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (12, 8, 8, 3)).astype("uint8")
+    y = np.array(["a", "b", "c"] * 4)
+    for i, (img, label) in enumerate(zip(x, y)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / label / f"{i:02d}.png")
+    return {
+        "arrays": ftk.DatasetAdapter.from_arrays(x, y),
+        "tf.data": ftk.DatasetAdapter.from_tf_dataset(tf.data.Dataset.from_tensor_slices((x, y))),
+        "directory": ftk.DatasetAdapter.from_directory(tmp_path, image_size=(8, 8)),
+    }
+
+
+def test_index_dataset_replays_as_dataset_order_for_every_source(tmp_path):
+    for kind, data in _sources(tmp_path).items():
+        for part in (data, data.split(0.25, seed=0)[0]):
+            inputs = np.concatenate([b.numpy() for b in part.inputs_dataset(5)])
+            batches = part.as_dataset(4, shuffle=True, seed=3)
+            indices = part.index_dataset(4, shuffle=True, seed=3)
+            for _ in range(2):  # two epochs: both reshuffle the same way
+                for (xb, yb), (ib, yb2) in zip(batches, indices, strict=True):
+                    np.testing.assert_array_equal(xb.numpy(), inputs[ib.numpy()], err_msg=kind)
+                    np.testing.assert_array_equal(yb.numpy(), yb2.numpy(), err_msg=kind)

@@ -66,7 +66,7 @@ def check_jit_compile(jit_compile: Any) -> bool | str:
                 fix="Pass jit_compile='auto'",
             )
         )
-    return jit_compile
+    return "auto" if jit_compile == "auto" else bool(jit_compile)
 
 
 def resolve_jit_compile(setting: bool | str, step: str) -> bool | str:
