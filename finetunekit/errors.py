@@ -12,6 +12,7 @@ Messages follow one shape, built by :func:`format_error`::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ArgumentTypeError",
     "LoadError",
+    "check_config_keys",
     "format_error",
 ]
 
@@ -137,3 +139,30 @@ def format_error(
     if fix:
         parts.append(fix.rstrip(".") + ".")
     return " ".join(parts)
+
+
+def check_config_keys(
+    owner: str, config: Mapping[str, Any], valid: Iterable[str], *, shown: Any = None
+) -> None:
+    """Raises ``ConfigError`` when ``config`` has keys outside ``valid``, listing the valid ones.
+
+    Args:
+        owner: what the config describes, e.g. ``"Trainer"``.
+        config: the config dict.
+        valid: the accepted keys.
+        shown: what to show as the received value (default: the config itself).
+
+    Examples:
+        >>> check_config_keys("Trainer", {"epochs": 3}, {"epochs", "batch_size"})
+    """
+    valid = set(valid)
+    unknown = set(config) - valid
+    if unknown:
+        raise ConfigError(
+            format_error(
+                f"Unknown keys in the {owner} config: {sorted(unknown)}",
+                expected=f"only {sorted(valid)}",
+                received={"config": config if shown is None else shown},
+                fix="Remove the unknown keys",
+            )
+        )

@@ -10,7 +10,13 @@ import keras
 import numpy as np
 
 from finetunekit.backbones import Backbone
-from finetunekit.errors import ArgumentTypeError, ConfigError, DataError, format_error
+from finetunekit.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    DataError,
+    check_config_keys,
+    format_error,
+)
 from finetunekit.evaluation import Evaluator
 from finetunekit.heads import HeadReplacer, default_metrics
 from finetunekit.result import FineTuneResult
@@ -331,16 +337,7 @@ class FineTuner:
                     fix="Load the JSON with json.load first",
                 )
             )
-        unknown = set(config) - _CONFIG_KEYS
-        if unknown:
-            raise ConfigError(
-                format_error(
-                    f"Unknown keys in the FineTuner config: {sorted(unknown)}",
-                    expected=f"only {sorted(_CONFIG_KEYS)}",
-                    received={"config": sorted(config)},
-                    fix="Remove the unknown keys",
-                )
-            )
+        check_config_keys("FineTuner", config, _CONFIG_KEYS, shown=sorted(config))
         tuner = cls()
         if config.get("backbone"):
             tuner = tuner._replace(backbone=Backbone.from_config(config["backbone"]))

@@ -19,6 +19,7 @@ from finetunekit.errors import (
     InputShapeError,
     UnknownBackboneError,
     WeightsError,
+    check_config_keys,
     format_error,
 )
 
@@ -550,16 +551,7 @@ class Backbone:
 
 # ---------------------------------------------------------------------- helpers
 def _check_keys(config: dict[str, Any], valid: set[str]) -> None:
-    unknown = set(config) - valid
-    if unknown:
-        raise ConfigError(
-            format_error(
-                f"Unknown keys in the Backbone config: {sorted(unknown)}",
-                expected=f"only {sorted(valid)}",
-                received={"config": config},
-                fix="Remove the unknown keys",
-            )
-        )
+    check_config_keys("Backbone", config, valid)
 
 
 def _check_weights(weights: Any) -> str | None:

@@ -24,11 +24,11 @@ from finetunekit.backbones.backbone import Backbone, BuiltBackbone
 from finetunekit.errors import (
     ArgumentTypeError,
     BackboneError,
-    ConfigError,
     DataError,
     InputShapeError,
     UnknownBackboneError,
     WeightsError,
+    check_config_keys,
     format_error,
 )
 
@@ -470,16 +470,7 @@ class TextBackbone(Backbone):
     def from_config(cls, config: dict[str, Any]) -> TextBackbone:
         """Rebuilds a text backbone from :meth:`get_config`; unknown keys raise ``ConfigError``."""
         valid = {"preset", "sequence_length", "pooling", "lora_rank", "load_weights"}
-        unknown = set(config) - valid
-        if unknown:
-            raise ConfigError(
-                format_error(
-                    f"Unknown keys in the text Backbone config: {sorted(unknown)}",
-                    expected=f"only {sorted(valid)}",
-                    received={"config": config},
-                    fix="Remove the unknown keys",
-                )
-            )
+        check_config_keys("text Backbone", config, valid)
         config = dict(config)
         return cls(config.pop("preset"), **config)
 

@@ -7,7 +7,12 @@ from typing import Any
 
 import keras
 
-from finetunekit.errors import ArgumentTypeError, ConfigError, HeadError, format_error
+from finetunekit.errors import (
+    ArgumentTypeError,
+    HeadError,
+    check_config_keys,
+    format_error,
+)
 from finetunekit.heads.scaling import StandardizedMeanSquaredError, TargetScaler
 from finetunekit.heads.tasks import TASKS, default_activation, default_loss
 from finetunekit.heads.temporal import TEMPORAL_MODES, build_temporal
@@ -321,16 +326,7 @@ class HeadReplacer:
     def from_config(cls, config: dict[str, Any]) -> HeadReplacer:
         """Rebuilds a head from :meth:`get_config` output; unknown keys raise ``ConfigError``."""
         valid = set(cls(num_classes="auto").get_config())
-        unknown = set(config) - valid
-        if unknown:
-            raise ConfigError(
-                format_error(
-                    f"Unknown keys in the HeadReplacer config: {sorted(unknown)}",
-                    expected=f"only {sorted(valid)}",
-                    received={"config": config},
-                    fix="Remove the unknown keys",
-                )
-            )
+        check_config_keys("HeadReplacer", config, valid)
         config = dict(config)
         num_classes = config.pop("num_classes", "auto")
         return cls(num_classes, **config)

@@ -12,7 +12,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from finetunekit.errors import ArgumentTypeError, ConfigError, TrainerError, format_error
+from finetunekit.errors import (
+    ArgumentTypeError,
+    TrainerError,
+    check_config_keys,
+    format_error,
+)
 from finetunekit.training.checkpoint import CheckpointStore, TrainingSession, fingerprint
 from finetunekit.training.compute import check_jit_compile, check_precision, resolve_jit_compile
 from finetunekit.training.freezing import freeze, unfreeze
@@ -641,16 +646,7 @@ class Trainer:
     def from_config(cls, config: dict[str, Any]) -> Trainer:
         """Rebuilds a trainer from :meth:`get_config`; unknown keys raise ``ConfigError``."""
         valid = set(cls().get_config())
-        unknown = set(config) - valid
-        if unknown:
-            raise ConfigError(
-                format_error(
-                    f"Unknown keys in the Trainer config: {sorted(unknown)}",
-                    expected=f"only {sorted(valid)}",
-                    received={"config": config},
-                    fix="Remove the unknown keys",
-                )
-            )
+        check_config_keys("Trainer", config, valid)
         config = dict(config)
         if "optimizer" in config:
             config["optimizer"] = optimizer_from_config(config["optimizer"])
