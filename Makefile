@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # Lint, format, types (strict on the public modules) and the strict docs build.
 check: $(STAMP)
