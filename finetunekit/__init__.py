@@ -29,6 +29,7 @@ from finetunekit.heads import HeadReplacer
 from finetunekit.pipeline import FineTuner
 from finetunekit.result import FineTuneResult, load
 from finetunekit.training import Trainer
+from finetunekit.training.lr_finder import LRFinderResult
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "HeadError",
     "HeadReplacer",
     "InputShapeError",
+    "LRFinderResult",
     "LabelError",
     "LoadError",
     "Trainer",

@@ -97,6 +97,9 @@ def export(
 ) -> ExportReport:
     """Exports ``result.model`` and checks the artifact in its own runtime.
 
+    A model trained with ``Trainer(lora_rank=...)`` is exported merged (its
+    LoRA adapters folded into the kernels, see ``FineTuneResult.merge_lora``).
+
     Args:
         result: a ``FineTuneResult``.
         path: where to write (a folder for ``"saved_model"``, a file otherwise).
@@ -126,6 +129,9 @@ def export(
     """
     path = os.fspath(path)
     _check_arguments(path, format, quantize, representative_data, tolerance)
+    from finetunekit.training.lora import merged_result
+
+    result = merged_result(result)  # LoRA adapters folded into the kernels: a plain model
     model = result.model
     sample = _sample(model, sample, result)
     expected = np.asarray(model.predict(sample, verbose=0))

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from finetunekit.backbones import Backbone
+from finetunekit.backbones.augmentation import check_augment_inputs
 from finetunekit.errors import (
     ArgumentTypeError,
     ConfigError,
@@ -22,6 +23,8 @@ from finetunekit.heads import HeadReplacer, default_metrics
 from finetunekit.result import FineTuneResult
 from finetunekit.training import Trainer
 from finetunekit.training.compute import precision_scope
+from finetunekit.training.lr_finder import LRFinderResult
+from finetunekit.training.methods import check_data
 
 __all__ = ["FineTuner"]
 
@@ -211,10 +214,17 @@ class FineTuner:
         if validation is not None:
             check_compatible(train, validation)
         self._backbone.check_input(tuple(train.input_shape), str(train.input_dtype))
+        check_augment_inputs(  # Trainer(augment=...) needs images or clips
+            self._trainer.augment,
+            tuple(train.input_shape),
+            str(train.input_dtype),
+            getattr(self._backbone, "input_shape", None),
+        )
         outputs = train.target_dim if train.task == "regression" else train.num_classes
         units = self._head.output_units(train.task, int(outputs))
         metric_names = [m.name for m in default_metrics(train.task, train.num_classes)]
         self._trainer.check_monitor(metric_names, validation is not None)
+        check_data(self._trainer, train)  # class_weight / label_smoothing fit the task
         known = self._backbone.known_model()  # from_model backbones: check unfreeze now
         if known is not None:
             self._trainer.check_backbone(known)
@@ -226,15 +236,20 @@ class FineTuner:
         Every argument is checked first; only then are the backbone weights
         loaded and the model built and trained.
         """
+        # first: TensorFlow allows MultiWorkerMirroredStrategy only before it runs anything
+        self._trainer.resolved_strategy()
         train, validation, units = self._prepare()
         trainer = self._trainer
         if trainer.seed is not None:
             keras.utils.set_random_seed(trainer.seed)
         start = time.perf_counter()
-        with precision_scope(trainer.precision):  # Keras dtype policy while building
+        # the Keras dtype policy and the Trainer's tf.distribute strategy while building
+        with precision_scope(trainer.precision), trainer.scope():
             model, backbone_model, info = self.build_model(train, units)
         build_seconds = time.perf_counter() - start
-        train_ds = train.as_dataset(trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.seed)
+        train_ds = train.as_dataset(
+            trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.data_seed()
+        )
         val_ds = validation.as_dataset(trainer.batch_size) if validation is not None else None
         task, num_classes = train.task, train.num_classes
         run = trainer.train(
@@ -272,6 +287,66 @@ class FineTuner:
             evaluator_config=self._evaluator.get_config(),
         )
 
+    def find_learning_rate(
+        self,
+        *,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        steps: int = 100,
+        phase: int | None = None,
+        smoothing: float = 0.98,
+        diverge: float = 4.0,
+    ) -> LRFinderResult:
+        """Sweeps the learning rate exponentially on a throwaway copy and suggests one.
+
+        Checks the recipe as :meth:`fit` does, builds a fresh model the same
+        way, and trains it on up to ``steps`` batches of the training data
+        (the Trainer's optimizer, batch size, precision and seed) while the
+        rate grows from ``min_lr`` to ``max_lr``; stops once the smoothed
+        loss exceeds ``diverge`` x its best. The copy is discarded: the
+        recipe, the global random state and later ``fit()`` runs are as if
+        the finder had never run.
+
+        Args:
+            min_lr: the first rate.
+            max_lr: the last rate.
+            steps: batches in the sweep (at least 5).
+            phase: ``1`` sweeps the head on the frozen backbone, ``2`` with
+                the backbone unfrozen as the Trainer's phase 2 (from a fresh
+                head, so it is only a rough guide for phase 2). Default: the
+                Trainer's first phase (1 unless ``epochs=0``).
+            smoothing: EMA factor of the smoothed loss.
+            diverge: divergence threshold.
+
+        Returns:
+            An :class:`~finetunekit.training.lr_finder.LRFinderResult`:
+            ``suggestion`` is the steepest-descent rate; ``min_loss_lr_over_10``
+            the "minimum / 10" rule; ``plot()`` draws the curve.
+
+        Examples:
+            >>> import numpy as np, keras, finetunekit as ftk
+            >>> keras.utils.set_random_seed(0)
+            >>> x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+            >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8)])
+            >>> tuner = (ftk.FineTuner().with_data((x, (x[:, 0] > 0).astype(int)))
+            ...          .with_backbone(ftk.Backbone.from_model(net))
+            ...          .with_trainer(ftk.Trainer(batch_size=64, seed=0, verbose=0)))
+            >>> finder = tuner.find_learning_rate(min_lr=1e-4, max_lr=100.0, steps=50)
+            >>> 1e-4 < finder.suggestion <= finder.min_loss_lr < 100.0
+            True
+        """
+        from finetunekit.training.lr_finder import find_learning_rate
+
+        return find_learning_rate(
+            self,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            steps=steps,
+            phase=phase,
+            smoothing=smoothing,
+            diverge=diverge,
+        )
+
     def build_model(
         self, train: Any, units: int
     ) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
@@ -286,10 +361,16 @@ class FineTuner:
         if str(train.input_dtype).startswith("float"):
             sample = np.asarray(train.sample_inputs(256), dtype="float64")
             value_range = (float(sample.min()), float(sample.max()))
+        augment = self._trainer.augment  # only passed when set: TextBackbone.build lacks it
         built = self._backbone.build(
-            inputs, input_dtype=str(train.input_dtype), value_range=value_range
+            inputs,
+            input_dtype=str(train.input_dtype),
+            value_range=value_range,
+            **({"augment": augment} if augment is not None else {}),
         )
         info = dict(built.info)
+        if augment is not None:
+            info["augmentation"] = augment
         target_stats = None
         if train.task == "regression" and self._head.scale_targets:
             from finetunekit.heads.scaling import target_statistics

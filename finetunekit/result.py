@@ -160,6 +160,24 @@ class FineTuneResult:
                 f"model was trained on {shown}: {exc}"
             ) from exc
 
+    def merge_lora(self) -> FineTuneResult:
+        """Returns this result with the LoRA adapters folded into the kernels.
+
+        After ``Trainer(lora_rank=...)``, ``model`` holds Keras LoRA layers
+        (``W + alpha / r * A @ B``); the merged model computes the same outputs
+        with plain kernels and no ``lora_*`` variables. :meth:`save` and
+        :meth:`export` merge on their own, so files never hold adapters. The
+        merged model shares its layers without adapters with ``model``.
+        Without LoRA, returns ``self``.
+
+        Examples:
+            >>> plain = result.merge_lora()  # doctest: +SKIP
+        """
+        from finetunekit.training.lora import merged_result
+
+        merged: FineTuneResult = merged_result(self)
+        return merged
+
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
         """Returns the JSON metadata saved beside the model."""
@@ -181,6 +199,9 @@ class FineTuneResult:
 
         The file is written to a temporary file in the same folder and then
         moved over ``path``, so a crash never leaves a half-written file.
+        Safe to call on every worker of a multi-worker run: only the chief
+        writes ``path`` (see docs/distributed.md).
+        LoRA adapters are merged into the kernels first (:meth:`merge_lora`).
 
         Returns:
             The path written.
@@ -195,19 +216,28 @@ class FineTuneResult:
                     fix=f"Use {os.path.splitext(path)[0]}.keras",
                 )
             )
+        from finetunekit.training.distribute import worker_scratch
+
+        # Several workers (MultiWorkerMirroredStrategy): all may call save; only the
+        # chief writes path, the others a temporary folder deleted at once.
+        with worker_scratch(path) as target:
+            self._write(target)
+        return path
+
+    def _write(self, path: str) -> None:
+        """Writes the model and metadata to ``path`` atomically."""
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ftk-", suffix=".keras", dir=folder)
         os.close(fd)
         try:
-            self.model.save(tmp)
+            self.merge_lora().model.save(tmp)  # LoRA adapters folded in: a plain model
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_NAME, json.dumps(self.metadata()))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        return path
 
     def export(
         self,

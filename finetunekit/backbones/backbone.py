@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from finetunekit.backbones import registry
+from finetunekit.backbones.channels import adapt_first_conv, check_adapt_channels, first_conv
 from finetunekit.backbones.layers import ImageInputAdapter, ImagePreprocess
 from finetunekit.errors import (
     ArgumentTypeError,
@@ -75,6 +76,13 @@ class Backbone:
         input_range: value range of the raw inputs: ``"auto"`` (integers are
             taken as 0-255; floats within [0, 1] as 0-1, within [-1, 1] as
             -1-1, else 0-255), ``"0-255"``, ``"0-1"`` or ``"-1-1"``.
+        adapt_channels: how images that are not RGB feed the network:
+            ``"convert"`` (default: grayscale repeated to 3 channels, RGBA ->
+            RGB, inside the model) or ``"first_conv"`` (the network is built
+            for the input's own channel count, any number, and its first
+            convolution's pretrained kernel adapted: summed over RGB for one
+            channel, repeated cyclically and scaled by 3/C for C channels).
+            See ``finetunekit.backbones.channels``.
 
     Examples:
         >>> import finetunekit as ftk
@@ -90,6 +98,7 @@ class Backbone:
         input_shape: tuple[int, int, int] | None = None,
         *,
         input_range: str = "auto",
+        adapt_channels: str = "convert",
     ) -> None:
         if not isinstance(name, str):
             raise ArgumentTypeError(
@@ -118,6 +127,7 @@ class Backbone:
         self.weights = _check_weights(weights)
         self.input_shape = _check_input_shape(input_shape, spec, self.weights)
         self.input_range = _check_range(input_range)
+        self.adapt_channels = check_adapt_channels(adapt_channels)
         self.feature_layer: str | None = None
         self._model: keras.Model | None = None
         self._path: str | None = None
@@ -130,6 +140,7 @@ class Backbone:
         *,
         feature_layer: str | None = None,
         input_range: str = "none",
+        adapt_channels: str = "convert",
     ) -> Backbone:
         """Uses a Keras model the user pretrained as the backbone.
 
@@ -144,6 +155,10 @@ class Backbone:
             feature_layer: name of the layer whose output are the features.
             input_range: raw range; ``"none"`` (default) feeds inputs as they
                 are, only cast to float32, as the model was trained on them.
+            adapt_channels: ``"convert"`` or ``"first_conv"``, as in
+                :class:`Backbone`; ``"first_conv"`` rebuilds the model for the
+                input's channel count (its first layer with weights must be a
+                convolution).
 
         Examples:
             >>> import keras, finetunekit as ftk
@@ -182,9 +197,12 @@ class Backbone:
         self.weights = None
         self.input_shape = tuple(model.inputs[0].shape[1:])
         self.input_range = _check_range(input_range)
+        self.adapt_channels = check_adapt_channels(adapt_channels)
         self._model = model
         self._path = None
         self.feature_layer = _check_feature_layer(model, feature_layer)
+        if self.adapt_channels == "first_conv":
+            first_conv(model, self.name)  # raises now when the model cannot be adapted
         return self
 
     @classmethod
@@ -194,6 +212,7 @@ class Backbone:
         *,
         feature_layer: str | None = None,
         input_range: str = "none",
+        adapt_channels: str = "convert",
     ) -> Backbone:
         """Uses a saved ``.keras`` (or ``.h5``) model file as the backbone.
 
@@ -204,6 +223,7 @@ class Backbone:
             path: the saved model file.
             feature_layer: name of the layer whose output are the features.
             input_range: raw range, as in :meth:`from_model`.
+            adapt_channels: ``"convert"`` or ``"first_conv"``, as in :meth:`from_model`.
 
         Examples:
             >>> import finetunekit as ftk
@@ -236,6 +256,7 @@ class Backbone:
         self.weights = None
         self.input_shape = None
         self.input_range = _check_range(input_range)
+        self.adapt_channels = check_adapt_channels(adapt_channels)
         self._model = None
         self._path = path
         self.feature_layer = feature_layer
@@ -348,6 +369,8 @@ class Backbone:
         raw_shape = self._frame_shape(tuple(raw_shape))
         if self._kind == "model" and self.input_shape is not None:
             target = tuple(self.input_shape)
+            if self.adapt_channels == "first_conv" and len(target) == 3:  # any channel count
+                target = (*target[:2], _channels(raw_shape))
             if len(target) == 3 or None not in target:
                 _adaptation(tuple(raw_shape), target, self.name)
             return
@@ -364,14 +387,15 @@ class Backbone:
                 )
             )
         channels = 1 if len(raw_shape) == 2 else raw_shape[-1]
-        if channels not in (1, 3, 4):
+        if channels not in (1, 3, 4) and self.adapt_channels != "first_conv":
             raise DataError(
                 format_error(
                     f"Backbone {self.name!r} takes RGB images; inputs with {channels} "
                     "channels cannot be converted",
                     expected="1 (grayscale), 3 (RGB) or 4 (RGBA) channels",
                     received={"input_shape": tuple(raw_shape)},
-                    fix="Convert the images to RGB or grayscale",
+                    fix="Convert the images to RGB or grayscale, or pass "
+                    "Backbone(..., adapt_channels='first_conv')",
                 )
             )
 
@@ -402,6 +426,28 @@ class Backbone:
             return "-1-1"
         return "0-255"
 
+    def create_adapted_model(self, channels: int) -> keras.Model:
+        """The backbone network built for ``channels`` input channels (``adapt_channels="first_conv"``).
+
+        Pretrained weights are loaded into the RGB network and copied, the
+        first convolution's kernel adapted (see ``finetunekit.backbones.channels``);
+        without pretrained weights the application is simply built for ``channels``.
+
+        Examples:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
+            >>> bb = ftk.Backbone.from_model(net, adapt_channels="first_conv")
+            >>> bb.create_adapted_model(1).inputs[0].shape
+            (None, 8, 8, 1)
+        """
+        if self._kind == "application" and self.weights is None:  # nothing to adapt
+            return self._create_application(channels)
+        model = self.create_model()
+        if int(model.inputs[0].shape[-1] or 0) != channels:
+            bgr = self.preprocessing == "caffe"
+            model = adapt_first_conv(model, channels, what=self.name, bgr=bgr)
+        return model
+
     def create_model(self) -> keras.Model:
         """Creates the backbone network (loading weights) as a model named ``"backbone"``."""
         if self._kind == "application":
@@ -420,11 +466,12 @@ class Backbone:
         )
         return keras.Model(source.inputs, output, name="backbone")
 
-    def _create_application(self) -> keras.Model:
+    def _create_application(self, channels: int = 3) -> keras.Model:
         spec = self._spec
         assert spec is not None
         ctor = getattr(keras.applications, spec.constructor)
         shape = tuple(self.input_shape or (spec.default_size, spec.default_size, 3))
+        shape = (*shape[:2], channels)
         kwargs: dict[str, Any] = {"include_top": False, "input_shape": shape}
         if spec.module in ("mobilenet_v3", "efficientnet_v2", "convnext"):
             kwargs["include_preprocessing"] = True
@@ -437,7 +484,12 @@ class Backbone:
         return keras.Model(model.inputs, model.outputs[0], name="backbone")
 
     def build(
-        self, inputs: Any, *, input_dtype: str, value_range: tuple[float, float] | None = None
+        self,
+        inputs: Any,
+        *,
+        input_dtype: str,
+        value_range: tuple[float, float] | None = None,
+        augment: Any = None,
     ) -> BuiltBackbone:
         """Adds input adaptation and the backbone to the symbolic ``inputs``.
 
@@ -445,6 +497,10 @@ class Backbone:
             inputs: the raw ``keras.Input`` of the final model.
             input_dtype: the raw inputs' dtype name.
             value_range: ``(min, max)`` of a sample of raw inputs, for ``"auto"``.
+            augment: ``Trainer(augment=...)``: a block of Keras random layers
+                goes right after the input adaptation (backbone-sized float
+                images in their raw range) and before the backbone's own
+                normalisation (see ``finetunekit.backbones.augmentation``).
 
         Returns:
             A :class:`BuiltBackbone` with the feature tensor and the nested model.
@@ -453,7 +509,12 @@ class Backbone:
 
         raw_shape = tuple(inputs.shape[1:])
         self.check_input(raw_shape, input_dtype)
-        model = self.create_model()
+        own = self.adapt_channels == "first_conv"  # built for the raw images' channel count
+        model = (
+            self.create_adapted_model(_channels(self._frame_shape(raw_shape)))
+            if own
+            else self.create_model()
+        )
         target = tuple(model.inputs[0].shape[1:])
         rng = self.resolve_range(input_dtype, value_range)
         scale, offset = _RANGE_TO_AFFINE[rng]
@@ -468,6 +529,16 @@ class Backbone:
             x = ImageInputAdapter(
                 size, in_ch, out_ch, add_axis, scale, offset, name="input_adapter"
             )(x)
+        if augment is not None:  # active only in training (Keras random layers)
+            from finetunekit.backbones.augmentation import apply_augmentation
+
+            x = apply_augmentation(
+                x,
+                augment,
+                input_range=rng,
+                value_range=value_range,
+                clips=inputs if clips else None,
+            )
         if self.preprocessing != "none":
             x = ImagePreprocess(self.preprocessing, name="input_preprocess")(x)
         features = model(x, training=False)
@@ -482,6 +553,7 @@ class Backbone:
             "input_range": rng,
             "preprocessing": self.preprocessing,
             "weights": self.weights,
+            "adapt_channels": self.adapt_channels,
         }
         return BuiltBackbone(features=features, model=model, info=info)
 
@@ -508,12 +580,14 @@ class Backbone:
                 "file": self._path,
                 "feature_layer": self.feature_layer,
                 "input_range": self.input_range,
+                "adapt_channels": self.adapt_channels,
             }
         return {
             "name": self.name,
             "weights": self.weights,
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "input_range": self.input_range,
+            "adapt_channels": self.adapt_channels,
         }
 
     @classmethod
@@ -525,19 +599,21 @@ class Backbone:
 
             return TextBackbone.from_config(config)
         if "file" in config:
-            _check_keys(config, {"file", "feature_layer", "input_range"})
+            _check_keys(config, {"file", "feature_layer", "input_range", "adapt_channels"})
             return cls.from_file(
                 config["file"],
                 feature_layer=config.get("feature_layer"),
                 input_range=config.get("input_range", "none"),
+                adapt_channels=config.get("adapt_channels", "convert"),
             )
-        _check_keys(config, {"name", "weights", "input_shape", "input_range"})
+        _check_keys(config, {"name", "weights", "input_shape", "input_range", "adapt_channels"})
         shape = config.get("input_shape")
         return cls(
             config["name"],
             weights=config.get("weights", "imagenet"),
             input_shape=tuple(shape) if shape else None,
             input_range=config.get("input_range", "auto"),
+            adapt_channels=config.get("adapt_channels", "convert"),
         )
 
     def __repr__(self) -> str:
@@ -550,6 +626,11 @@ class Backbone:
 
 
 # ---------------------------------------------------------------------- helpers
+def _channels(raw_shape: tuple[int | None, ...]) -> int:
+    """The channel count of raw images ``(H, W)`` (1) or ``(H, W, C)``."""
+    return 1 if len(raw_shape) == 2 else int(raw_shape[-1] or 3)
+
+
 def _check_keys(config: dict[str, Any], valid: set[str]) -> None:
     check_config_keys("Backbone", config, valid)
 

@@ -108,7 +108,10 @@ class ImagePreprocess(keras.layers.Layer):
     """The backbone's own input normalisation, as a serialisable layer.
 
     Takes RGB images with values in 0-255 and applies the normalisation the
-    matching ``keras.applications.<module>.preprocess_input`` performs.
+    matching ``keras.applications.<module>.preprocess_input`` performs. Images
+    with another channel count (a backbone built with
+    ``adapt_channels="first_conv"``) get the mean of the RGB statistics on
+    every channel, and no BGR flip.
 
     Args:
         mode: ``"caffe"`` (BGR, mean subtraction), ``"tf"`` (to [-1, 1]),
@@ -128,14 +131,21 @@ class ImagePreprocess(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, "float32")
+        rgb = inputs.shape[-1] in (3, None)  # other channel counts: averaged statistics
         if self.mode == "caffe":
-            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
+            if rgb:
+                x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
+            else:
+                x = x - sum(_CAFFE_MEAN_BGR) / 3.0
         elif self.mode == "tf":
             x = x / 127.5 - 1.0
         elif self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, "float32")
-            std = ops.convert_to_tensor(_TORCH_STD, "float32")
-            x = (x / 255.0 - mean) / std
+            if rgb:
+                mean = ops.convert_to_tensor(_TORCH_MEAN, "float32")
+                std = ops.convert_to_tensor(_TORCH_STD, "float32")
+                x = (x / 255.0 - mean) / std
+            else:
+                x = (x / 255.0 - sum(_TORCH_MEAN) / 3.0) / (sum(_TORCH_STD) / 3.0)
         return x
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -416,10 +416,23 @@ class TextBackbone(Backbone):
         return self._wrap(encoder)
 
     def build(
-        self, inputs: Any, *, input_dtype: str, value_range: tuple[float, float] | None = None
+        self,
+        inputs: Any,
+        *,
+        input_dtype: str,
+        value_range: tuple[float, float] | None = None,
+        augment: Any = None,
     ) -> BuiltBackbone:
-        """Adds the preset's preprocessor and the encoder to the symbolic string ``inputs``."""
+        """Adds the preset's preprocessor and the encoder to the symbolic string ``inputs``.
+
+        ``augment`` must be ``None``: texts are not augmented (the pipeline
+        refuses ``Trainer(augment=...)`` for texts before building).
+        """
         del value_range
+        if augment is not None:
+            from finetunekit.backbones.augmentation import check_augment_inputs
+
+            check_augment_inputs(augment, tuple(inputs.shape[1:]), "string")
         raw_shape = tuple(inputs.shape[1:])
         self.check_input(raw_shape, input_dtype)
         encoder, preprocessor = self._load()

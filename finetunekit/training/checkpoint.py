@@ -158,6 +158,10 @@ class CheckpointStore:
 
     Args:
         directory: the folder; created when missing.
+        writer: whether this process writes checkpoints. Under a multi-worker
+            strategy only the chief does; the other workers read the folder
+            on restart, and their ``commit`` writes nothing (they take the
+            same snapshots, so every worker runs the same code).
 
     Examples:
         >>> import tempfile
@@ -166,8 +170,11 @@ class CheckpointStore:
         True
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, writer: bool = True) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
+        self.writer = writer
+        if not writer:  # never touch the chief's files (its temporary files included)
+            return
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
@@ -233,16 +240,20 @@ class CheckpointStore:
 
         ``state["latest"]`` is set to the new file when ``arrays`` is given.
         Afterwards, ``ckpt`` files the state no longer references are deleted.
+        A store that is not the ``writer`` only updates ``state``.
         """
         if arrays is not None:
             name = self.next_name(state)
-            atomic_write(
-                os.path.join(self.directory, name),
-                lambda handle: np.savez(handle, **arrays),  # type: ignore[arg-type]
-            )
+            if self.writer:
+                atomic_write(
+                    os.path.join(self.directory, name),
+                    lambda handle: np.savez(handle, **arrays),  # type: ignore[arg-type]
+                )
             state["seq"] = int(state.get("seq", 0)) + 1
             state["latest"] = name
         state["format"], state["version"] = _FORMAT, _VERSION
+        if not self.writer:
+            return
         text = json.dumps(state, allow_nan=False).encode("utf-8")
         atomic_write(self.state_path, lambda handle: _write_bytes(handle, text))
         keep = {state.get("latest"), state["early_stopping"].get("file"), state["best"].get("file")}
@@ -254,6 +265,7 @@ class CheckpointStore:
 
 #: Trainer settings that do not change what is trained (a resumed run may differ in them).
 _UNTRACKED_SETTINGS = (
+    "strategy",  # batch_size is global: a run may resume on another number of devices
     "verbose",
     "checkpoint_dir",
     "jit_compile",
@@ -474,7 +486,8 @@ class TrainingSession:
         if self.current and int(self.current["phase"]) == phase:
             if self._optimizer_values is not None:
                 optimizer = model.optimizer
-                optimizer.build(model.trainable_variables)
+                if not optimizer.built:  # gradual unfreezing builds it on the whole phase
+                    optimizer.build(model.trainable_variables)
                 _assign(
                     optimizer.variables,
                     self._optimizer_values,

@@ -12,18 +12,21 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from finetunekit.backbones.augmentation import check_augment
 from finetunekit.errors import (
     ArgumentTypeError,
     TrainerError,
     check_config_keys,
     format_error,
 )
+from finetunekit.training import distribute
 from finetunekit.training.checkpoint import CheckpointStore, TrainingSession, fingerprint
 from finetunekit.training.compute import check_jit_compile, check_precision, resolve_jit_compile
 from finetunekit.training.freezing import freeze, unfreeze
+from finetunekit.training.lora import apply_lora, check_lora_args, check_lora_targets
+from finetunekit.training.methods import MethodsPlan, check_methods, rate_config
 from finetunekit.training.optimizers import (
     check_optimizer,
-    make_optimizer,
     optimizer_config,
     optimizer_from_config,
 )
@@ -71,11 +74,16 @@ class Trainer:
         optimizer: a name (``"sgd"`` is plain gradient descent, ``"adam"``,
             ``"adamw"``, ``"rmsprop"``, ...) or a ``keras.optimizers.Optimizer``
             (copied per phase through its config).
-        learning_rate: phase-1 learning rate.
+        learning_rate: phase-1 learning rate, or a ``(low, high)`` range for
+            discriminative rates (phase 1 trains the head at ``high``; the
+            default phase-2 range is the range / 10).
         epochs: phase-1 epochs (head only). 0 skips phase 1.
         batch_size: examples per batch.
         fine_tune_epochs: phase-2 epochs; 0 (default) skips phase 2.
         fine_tune_learning_rate: phase-2 rate; default ``learning_rate / 10``.
+            A ``(low, high)`` range gives the head and the top layer group
+            ``high``, the deepest group ``low``, geometrically spaced between
+            (one Keras optimizer per group, see ``training/discriminative.py``).
         unfreeze: ``"all"`` or how many top weight-holding layers to unfreeze.
         train_bn: also train BatchNorm layers in phase 2 (default ``False``).
         callbacks: Keras callbacks, used in both phases.
@@ -123,7 +131,61 @@ class Trainer:
             ``"mixed_bfloat16"``: the Keras dtype policy the model is built
             under (the head output stays float32). Mixed precision pays off
             on GPUs/TPUs; on a CPU-only machine it warns.
+        strategy: where training runs: a ``tf.distribute.Strategy`` or a name:
+            ``"default"`` (one device, or the strategy of an enclosing
+            ``strategy.scope()``), ``"mirrored"`` (all local GPUs),
+            ``"multi_worker"`` (the hosts of ``TF_CONFIG``) or ``"tpu"``. The
+            model is built, compiled and trained in its scope; ``batch_size``
+            is then the GLOBAL batch, split across the replicas.
+            ``get_config`` stores the name (for an instance: its kind). Only
+            the chief writes checkpoints and TensorBoard logs. See
+            docs/distributed.md.
+        lora_rank: LoRA instead of unfreezing: phase 2 trains low-rank adapters
+            of this rank (Keras' ``enable_lora``) on the backbone's layers of
+            ``lora_layers`` kinds (within the top ``unfreeze`` layers), plus the
+            head (and BatchNorm with ``train_bn``); all other backbone weights
+            stay frozen. ``None`` (default): no LoRA. Needs
+            ``fine_tune_epochs >= 1``. ``result.save`` / ``export`` merge the
+            adapters into the kernels. See ``finetunekit.training.lora``.
+        lora_alpha: LoRA scale: the update is ``lora_alpha / lora_rank * A @ B``;
+            ``None`` (default) means ``lora_alpha = lora_rank``.
+        lora_layers: which layer kinds get adapters: ``"all"`` (default),
+            ``"conv"`` (Conv1D/2D/3D), ``"dense"``, ``"einsum_dense"``,
+            ``"embedding"``, or a list of them.
         shuffle: shuffle the training data each epoch.
+        layer_groups: the backbone layers phase 2 trains (those ``unfreeze``
+            selects; BatchNorm only with ``train_bn``) split into this many
+            contiguous groups, top (next to the head) first. Used by
+            ``gradual_unfreeze``, ``lr_multipliers`` and rate ranges.
+        gradual_unfreeze: ``None`` (default: the whole phase-2 set from its
+            first epoch), an int ``k`` (``k`` more groups, top first, at the
+            start of each phase-2 epoch) or a list of the phase-2 epoch
+            (0-based, non-decreasing, first 0) each group is unfrozen at, or
+            ``"spread"`` (group ``i`` at epoch ``i * fine_tune_epochs //
+            groups``: evenly over phase 2).
+            The model is recompiled whenever the set changes, keeping the
+            optimizer state; ``history["unfrozen_groups"]`` records it.
+        lr_multipliers: one factor per layer group, top first, applied to
+            the phase-2 rate (the head gets 1.0); ``None``: one rate.
+        schedule: learning-rate schedule of each phase: ``"constant"``
+            (default), ``"cosine"`` (warmup, then cosine decay to 0 at the end
+            of the phase) or ``"one_cycle"`` (linear rise from peak/25 over
+            ``warmup`` (default 0.3) of the steps, cosine down to peak/2.5e5).
+        warmup: fraction of each phase's steps of linear warmup (0: none).
+        label_smoothing: label smoothing of the classification loss (0: none).
+        class_weight: ``None``, ``"balanced"`` (``n / (classes * n_class)``
+            from the training data) or ``{class index or name: weight}``;
+            multiclass and binary data only.
+        gradient_accumulation_steps: average the gradients of this many
+            batches per update (Keras optimizers' own accumulation).
+        weight_decay: decoupled weight decay of the optimizer; ``None``
+            (default) keeps the optimizer's own (``"adamw"``: 0.004).
+        augment: data augmentation inside the model, active only while
+            training: ``None`` (default), a preset (``"light"``,
+            ``"standard"``, ``"strong"``) or a dict such as ``{"flip":
+            "horizontal", "rotation": 0.1, "zoom": 0.2, "translation": 0.1,
+            "contrast": 0.2}``. Images and clips only (clips get one
+            transform for all their frames). See docs/methods.md.
 
     Examples:
         >>> import finetunekit as ftk
@@ -136,12 +198,12 @@ class Trainer:
     def __init__(
         self,
         optimizer: str | keras.optimizers.Optimizer = "adam",
-        learning_rate: float = 1e-3,
+        learning_rate: float | tuple[float, float] = 1e-3,
         epochs: int = 10,
         batch_size: int = 32,
         *,
         fine_tune_epochs: int = 0,
-        fine_tune_learning_rate: float | None = None,
+        fine_tune_learning_rate: float | tuple[float, float] | None = None,
         unfreeze: int | str = "all",
         train_bn: bool = False,
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
@@ -157,17 +219,49 @@ class Trainer:
         cache_features: bool | str = "auto",
         cache_memory_mb: float = 512,
         precision: str = "float32",
+        strategy: str | tf.distribute.Strategy = "default",
+        layer_groups: int = 4,
+        gradual_unfreeze: None | int | str | list[int] = None,
+        lr_multipliers: list[float] | None = None,
+        schedule: str = "constant",
+        warmup: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_weight: None | str | dict[int | str, float] = None,
+        gradient_accumulation_steps: int | None = None,
+        weight_decay: float | None = None,
+        lora_rank: int | None = None,
+        lora_alpha: float | None = None,
+        lora_layers: str | list[str] = "all",
+        augment: None | str | dict[str, Any] = None,
     ) -> None:
         self.optimizer = check_optimizer(optimizer)
-        self.learning_rate = _positive_float("learning_rate", learning_rate)
+        methods = check_methods(  # training/methods.py
+            learning_rate=learning_rate,
+            fine_tune_learning_rate=fine_tune_learning_rate,
+            layer_groups=layer_groups,
+            gradual_unfreeze=gradual_unfreeze,
+            lr_multipliers=lr_multipliers,
+            schedule=schedule,
+            warmup=warmup,
+            label_smoothing=label_smoothing,
+            class_weight=class_weight,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            weight_decay=weight_decay,
+        )
+        self.learning_rate = methods["learning_rate"]
+        self.layer_groups: int = methods["layer_groups"]
+        self.gradual_unfreeze: None | int | str | list[int] = methods["gradual_unfreeze"]
+        self.lr_multipliers: list[float] | None = methods["lr_multipliers"]
+        self.schedule: str = methods["schedule"]
+        self.warmup: float = methods["warmup"]
+        self.label_smoothing: float = methods["label_smoothing"]
+        self.class_weight: Any = methods["class_weight"]
+        self.gradient_accumulation_steps: int | None = methods["gradient_accumulation_steps"]
+        self.weight_decay: float | None = methods["weight_decay"]
         self.epochs = _count("epochs", epochs, minimum=0)
         self.batch_size = _count("batch_size", batch_size, minimum=1)
         self.fine_tune_epochs = _count("fine_tune_epochs", fine_tune_epochs, minimum=0)
-        self.fine_tune_learning_rate = (
-            None
-            if fine_tune_learning_rate is None
-            else _positive_float("fine_tune_learning_rate", fine_tune_learning_rate)
-        )
+        self.fine_tune_learning_rate = methods["fine_tune_learning_rate"]
         if unfreeze != "all" and (
             isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 1
         ):
@@ -269,6 +363,24 @@ class Trainer:
         self.cache_features = _check_cache_features(cache_features)
         self.cache_memory_mb = _check_memory_mb(cache_memory_mb)
         self.precision = check_precision(precision)
+        self.strategy = distribute.check_strategy(strategy)  # a name is resolved in train()
+        self.lora_rank, self.lora_alpha, self.lora_layers = check_lora_args(
+            lora_rank, lora_alpha, lora_layers, self.fine_tune_epochs
+        )
+        if self.lora_rank is not None and self.gradual_unfreeze is not None:
+            raise TrainerError(
+                format_error(
+                    "lora_rank and gradual_unfreeze cannot be combined: with LoRA only the "
+                    "adapters train, from the first phase-2 epoch",
+                    expected="either lora_rank or gradual_unfreeze",
+                    received={
+                        "lora_rank": self.lora_rank,
+                        "gradual_unfreeze": self.gradual_unfreeze,
+                    },
+                    fix="Pass gradual_unfreeze=None to train LoRA adapters, or lora_rank=None",
+                )
+            )
+        self.augment = check_augment(augment)
         self.keep_best = keep_best
         self.checkpoint_dir = checkpoint_dir
         if log_dir is not None and (
@@ -297,10 +409,12 @@ class Trainer:
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
 
     @property
-    def resolved_fine_tune_learning_rate(self) -> float:
-        """The phase-2 learning rate actually used."""
+    def resolved_fine_tune_learning_rate(self) -> Any:
+        """The phase-2 learning rate actually used (a ``(low, high)`` range stays a range)."""
         if self.fine_tune_learning_rate is not None:
             return self.fine_tune_learning_rate
+        if isinstance(self.learning_rate, tuple):
+            return (self.learning_rate[0] / 10.0, self.learning_rate[1] / 10.0)
         return self.learning_rate / 10.0
 
     # ------------------------------------------------------------------ training
@@ -322,6 +436,8 @@ class Trainer:
             available = len(weight_layers(backbone_model, self.train_bn))
             if int(self.unfreeze) > available:
                 unfreeze(backbone_model, self.unfreeze, self.train_bn)  # raises TrainerError
+        if self.lora_rank is not None:  # raises when LoRA has nothing to adapt
+            check_lora_targets(backbone_model, self.lora_layers, self.unfreeze, self.train_bn)
 
     def resolved_monitor(self, has_validation: bool) -> str:
         """The quantity watched: ``monitor``, without ``"val_"`` when there is no validation.
@@ -378,6 +494,35 @@ class Trainer:
             )
         return phases
 
+    def resolved_strategy(self) -> tf.distribute.Strategy:
+        """The ``tf.distribute.Strategy`` that ``strategy`` names (created once per process).
+
+        Raises:
+            TrainerError: the strategy cannot be created here (no TPU, no
+                ``TF_CONFIG``, ...); the message names the fix.
+
+        Examples:
+            >>> import finetunekit as ftk
+            >>> ftk.Trainer().resolved_strategy().num_replicas_in_sync
+            1
+        """
+        return distribute.resolve_strategy(self.strategy)
+
+    def scope(self) -> Any:
+        """The scope of ``strategy`` (build the model in it; ``train`` enters it itself).
+
+        Examples:
+            >>> import finetunekit as ftk
+            >>> with ftk.Trainer().scope():
+            ...     pass
+        """
+        return self.resolved_strategy().scope()
+
+    def data_seed(self) -> int | None:
+        """The training data's shuffle seed: ``seed``, or 0 when several workers need one order."""
+        return distribute.data_seed(self.resolved_strategy(), self.seed)
+
+    @distribute.in_strategy_scope
     def train(
         self,
         model: keras.Model,
@@ -425,18 +570,36 @@ class Trainer:
         self.check_backbone(backbone_model)
         has_validation = validation_ds is not None
         self.check_monitor(_metric_names(metrics), has_validation)
+        plan = MethodsPlan(self, backbone_model, train_ds, train_data)  # training/methods.py
+        loss = plan.loss(loss)  # label_smoothing
         run = TrainingRun()
+        strategy = self.resolved_strategy()  # train() runs in its scope
+        run.info["strategy"] = distribute.describe(strategy)
+        distribute.broadcast_from_chief(strategy, model.weights)  # same start on every worker
+        if self.lora_rank is not None:  # before epoch 1: the same variables in every phase
+            run.info["lora"] = apply_lora(
+                backbone_model,
+                self.lora_rank,
+                alpha=self.lora_alpha,
+                kinds=self.lora_layers,
+                unfreeze=self.unfreeze,
+                train_bn=self.train_bn,
+            )
         session = TrainingSession(
             monitor=self.resolved_monitor(has_validation),
             early_stopping=self.early_stopping,
             keep_best=self.keep_best,
-            store=CheckpointStore(self.checkpoint_dir) if self.checkpoint_dir else None,
+            store=CheckpointStore(self.checkpoint_dir, writer=distribute.is_chief(strategy))
+            if self.checkpoint_dir
+            else None,
             run_fingerprint=fingerprint(self.get_config(), model, train_ds, validation_ds, loss),
             verbose=self.verbose,
         )
         if session.resume(model):
             run.resumed_from = session.resumed_from
             _fast_forward(train_ds, len(session.rows))
+        if self.checkpoint_dir:  # all workers must have read the chief's checkpoint
+            distribute.check_resumed(strategy, len(session.rows), self.checkpoint_dir)
         split, cache_info = self._plan_cache(
             model, backbone_model, train_data, validation_data, validation_ds is not None
         )
@@ -446,19 +609,20 @@ class Trainer:
             if phase == 1:
                 freeze(backbone_model)
             else:
-                unfreeze(backbone_model, self.unfreeze, self.train_bn)
+                plan.unfreeze(backbone_model)  # with gradual_unfreeze: every group it reaches
             run.trainable_params[f"phase{phase}"] = _count_params(model.trainable_weights)
             if session.phase_done(phase):  # completed before a restart
                 continue
             cached = phase == 1 and split is not None
             model.compile(
-                optimizer=make_optimizer(self.optimizer, rate),
+                optimizer=plan.optimizer(phase, rate),  # rates per group, schedule, decay
                 loss=loss,
                 metrics=_fresh(metrics),
                 jit_compile=resolve_jit_compile(
                     self.jit_compile, "frozen" if phase == 1 else "full"
                 ),
             )
+            plan.build_optimizer(model)
             initial_epoch = session.begin_phase(phase, first, model)
             if cached and session.should_train(last):
                 cache_seconds = self._fit_cached(
@@ -473,20 +637,40 @@ class Trainer:
                     validation_data,
                     train_ds,
                     cache_info,
+                    class_weight=plan.class_weight,
                 )
             elif session.should_train(last):
-                model.fit(
-                    train_ds,
-                    validation_data=validation_ds,
-                    initial_epoch=initial_epoch,
-                    epochs=last,
-                    callbacks=[*self.callbacks, *self._tensorboard(), session.callback(phase)],
-                    verbose=self.verbose,
-                    shuffle=False,  # the tf.data pipeline already shuffles, seeded
-                )
+                # one fit per frozen set (gradual_unfreeze recompiles between them)
+                for start, end in plan.segments(
+                    phase,
+                    initial_epoch,
+                    last,
+                    backbone_model,
+                    recompile=lambda: model.compile(
+                        optimizer=model.optimizer,  # same optimizer: state and step carry on
+                        loss=loss,
+                        metrics=_fresh(metrics),
+                        jit_compile=model.jit_compile,
+                    ),
+                    should_train=session.should_train,
+                ):
+                    distribute.fit(  # model.fit, or its loop under MultiWorkerMirroredStrategy
+                        model,
+                        strategy,
+                        train_ds,
+                        validation_data=validation_ds,
+                        initial_epoch=start,
+                        epochs=end,
+                        callbacks=[*self.callbacks, *self._tensorboard(), session.callback(phase)],
+                        verbose=self.verbose,
+                        shuffle=False,  # the tf.data pipeline already shuffles, seeded
+                        class_weight=plan.class_weight,
+                    )
             session.end_phase(phase, model)
         session.finish(model)
+        distribute.release(model, strategy)  # predict / evaluate / save on each worker alone
         run.history = session.history()
+        plan.annotate(run)  # history["unfrozen_groups"], info["layer_groups"]
         run.timings = {k: v for k, v in session.timings.items() if k.startswith("phase")}
         if cache_seconds:  # phase 1 includes computing the cached features
             run.timings["phase1"] = run.timings.get("phase1", 0.0) + cache_seconds
@@ -513,6 +697,8 @@ class Trainer:
             reason = "no frozen phase (epochs=0)"
         elif self.cache_features == "auto" and self.epochs < 2:
             reason = "one frozen epoch: every feature is computed once anyway"
+        elif problem := distribute.cache_problem(self.resolved_strategy()):
+            reason = problem
         elif self.checkpoint_dir is not None:
             reason = "checkpoint_dir is set: resumable runs train the full model in phase 1"
         elif train_data is None or (has_validation and validation_data is None):
@@ -562,6 +748,7 @@ class Trainer:
         validation_data: Any,
         train_ds: Any,
         info: dict[str, Any],
+        class_weight: dict[int, float] | None = None,
     ) -> float:
         """Phase 1 on cached features; returns the seconds spent outside ``fit``."""
         from finetunekit.training.feature_cache import FeatureCache, FullModelCallback
@@ -594,6 +781,7 @@ class Trainer:
                 validation_data=cache.validation_dataset(),
                 initial_epoch=initial_epoch,
                 epochs=last,
+                class_weight=class_weight,
                 callbacks=[
                     *self.callbacks,
                     *self._tensorboard(),
@@ -612,7 +800,7 @@ class Trainer:
 
     def _tensorboard(self) -> list[keras.callbacks.Callback]:
         """A fresh TensorBoard callback for one phase (``[]`` without ``log_dir``)."""
-        if self.log_dir is None:
+        if self.log_dir is None or not distribute.is_chief():  # only the chief logs
             return []
         return [keras.callbacks.TensorBoard(log_dir=self.log_dir)]
 
@@ -621,11 +809,11 @@ class Trainer:
         """Returns the JSON-serialisable settings (callbacks are not included)."""
         return {
             "optimizer": optimizer_config(self.optimizer),
-            "learning_rate": self.learning_rate,
+            "learning_rate": rate_config(self.learning_rate),
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "fine_tune_epochs": self.fine_tune_epochs,
-            "fine_tune_learning_rate": self.fine_tune_learning_rate,
+            "fine_tune_learning_rate": rate_config(self.fine_tune_learning_rate),
             "unfreeze": self.unfreeze,
             "train_bn": self.train_bn,
             "early_stopping": self.early_stopping,
@@ -640,6 +828,20 @@ class Trainer:
             "cache_features": self.cache_features,
             "cache_memory_mb": self.cache_memory_mb,
             "precision": self.precision,
+            "strategy": distribute.strategy_name(self.strategy),
+            "layer_groups": self.layer_groups,
+            "gradual_unfreeze": self.gradual_unfreeze,
+            "lr_multipliers": self.lr_multipliers,
+            "schedule": self.schedule,
+            "warmup": self.warmup,
+            "label_smoothing": self.label_smoothing,
+            "class_weight": self.class_weight,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "weight_decay": self.weight_decay,
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_layers": self.lora_layers,
+            "augment": self.augment,
         }
 
     @classmethod
@@ -719,28 +921,6 @@ def _count(name: str, value: Any, *, minimum: int) -> int:
             )
         )
     return int(value)
-
-
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise TrainerError(
-            format_error(
-                f"{name} must be a positive number",
-                expected="a float > 0, e.g. 1e-3",
-                received={name: value},
-                fix=f"Pass {name}=1e-3",
-            )
-        )
-    if value != value or value == float("inf"):
-        raise TrainerError(
-            format_error(
-                f"{name} must be finite",
-                expected="a finite float > 0",
-                received={name: value},
-                fix=f"Pass {name}=1e-3",
-            )
-        )
-    return float(value)
 
 
 def _check_cache_features(value: Any) -> bool | str:
