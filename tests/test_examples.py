@@ -92,3 +92,16 @@ def test_demo_quick_falls_back_to_random_weights(capsys, offline):
     assert is_fraction(numbers["accuracy"])
     assert numbers["phase1"] > 0 and numbers["phase2"] > 0
     assert "EvaluationReport: multiclass" in out and "test accuracy:" in out
+
+
+@pytest.mark.slow
+def test_multi_worker_example_two_local_workers(tmp_path):
+    """examples/multi_worker.py: two worker processes on 127.0.0.1, the chief's model reloads."""
+    pytest.importorskip("sklearn")
+    module = load_example("multi_worker")
+    figures = module.main(["--epochs", "2", "--out", str(tmp_path)])
+    assert figures["strategy"]["workers"] == 2 and figures["strategy"]["replicas"] == 2
+    assert len(figures["epochs"]) == 3  # 1 head epoch + 2 with every layer
+    assert figures["accuracy"] > 0.5  # 10 digits: chance is 0.1
+    assert figures["reload_max_difference"] < 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chief.json", "model.keras", "sample.npy"]
