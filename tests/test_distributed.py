@@ -83,7 +83,15 @@ x_test, y_test = images(32, 1)
 out = {}
 for name in spec["strategies"]:
     # the recipe is the same on one device and on many: only strategy= changes
+    # ("<strategy>+methods": discriminative rates and gradual unfreezing on top)
+    name, _, methods = name.partition("+")
+    extra = (
+        {"fine_tune_learning_rate": (0.01, 0.1), "gradual_unfreeze": 1, "layer_groups": 2}
+        if methods
+        else {}
+    )
     trainer = ftk.Trainer(
+        **extra,
         epochs=spec["epochs"],
         fine_tune_epochs=spec["fine_tune_epochs"],
         batch_size=16,
@@ -105,7 +113,7 @@ for name in spec["strategies"]:
     start = time.perf_counter()
     result = tuner.fit()
     seconds = time.perf_counter() - start
-    out[name] = {
+    out[name + ("+" + methods if methods else "")] = {
         "seconds": seconds,
         "accuracy": result.evaluate((x_test, y_test)).to_dict()["metrics"]["accuracy"],
         "history": result.history,
@@ -348,7 +356,7 @@ def device_runs(tmp_path_factory: pytest.TempPathFactory, backbone_file: str) ->
     root = tmp_path_factory.mktemp("devices")
     spec = {
         "mode": "mirrored",
-        "strategies": ["default", "mirrored"],
+        "strategies": ["default", "mirrored", "default+methods", "mirrored+methods"],
         "backbone": backbone_file,
         "epochs": EPOCHS,
         "fine_tune_epochs": FINE_TUNE_EPOCHS,
@@ -377,6 +385,12 @@ def test_two_cpu_devices_mirrored_match_one_device(device_runs: dict[str, Any]) 
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.1
     # the global batch is split, the gradients averaged: the same training, up to rounding
     np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], atol=0.02)
+    # discriminative rates (one Keras optimizer per layer group) and gradual unfreezing
+    # train the same under the strategy
+    one_m, two_m = device_runs["default+methods"], device_runs["mirrored+methods"]
+    assert two_m["history"]["unfrozen_groups"] == [0] * EPOCHS + [1, 2][:FINE_TUNE_EPOCHS]
+    np.testing.assert_allclose(two_m["history"]["loss"], one_m["history"]["loss"], atol=0.02)
+    assert two_m["history"]["loss"] != two["history"]["loss"]  # the methods changed training
     print(
         f"\none device: accuracy {one['accuracy']:.3f}, fit {one['seconds']:.1f} s; "
         f"two devices: accuracy {two['accuracy']:.3f}, fit {two['seconds']:.1f} s"

@@ -229,3 +229,9 @@ def test_lr_sweep_on_a_plain_keras_model() -> None:
     result = lr_sweep(net, [(x, y)], min_lr=1e-3, max_lr=10.0, steps=20, smoothing=0.0)
     assert result.raw_losses[0] > result.raw_losses[int(np.argmin(result.raw_losses))]
     assert float(net.optimizer.learning_rate) == pytest.approx(result.learning_rates[-1])
+
+
+def test_multi_worker_strategy_is_refused_before_anything_runs() -> None:
+    tuner = _tuner(strategy="multi_worker")
+    with pytest.raises(TrainerError, match="several workers"):
+        tuner.find_learning_rate()

@@ -483,6 +483,19 @@ def find_learning_rate(
 
     check_finder_args(min_lr, max_lr, steps, smoothing, diverge, phase)
     trainer = tuner.trainer
+    from finetunekit.training.distribute import strategy_name
+
+    if strategy_name(trainer.strategy) == "multi_worker":
+        raise TrainerError(
+            format_error(
+                "find_learning_rate does not run under several workers (it trains batch by "
+                "batch with Keras' train_on_batch, which MultiWorkerMirroredStrategy breaks)",
+                expected="a Trainer with strategy 'default', 'mirrored' or 'tpu'",
+                received={"strategy": strategy_name(trainer.strategy)},
+                fix="Run the finder on one machine: tuner.with_trainer(Trainer.from_config("
+                "{**cfg, 'strategy': 'default'})).find_learning_rate()",
+            )
+        )
     strategy_scope = getattr(trainer, "scope", None)  # Trainer(strategy=...) where it exists
     if strategy_scope is not None:
         trainer.resolved_strategy()  # as fit: a strategy is created before TF runs anything
