@@ -274,8 +274,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown(table: list[dict[str, Any]]) -> str:
     """The summary as a markdown table (best mean per block in bold)."""
     lines = [
-        "| task | labels/class | method | test accuracy (mean ± sd) | wall s (median) |",
-        "| --- | ---: | --- | --- | ---: |",
+        "| task | labels/class | method | test accuracy (mean ± sd) | wall s (median) "
+        "| trained in phase 2 |",
+        "| --- | ---: | --- | --- | ---: | ---: |",
     ]
     blocks: dict[tuple[str, int], float] = {}
     for row in table:
@@ -285,9 +286,10 @@ def markdown(table: list[dict[str, Any]]) -> str:
         acc = f"{row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}"
         if row["accuracy_mean"] == blocks[(row["task"], row["per_class"])]:
             acc = f"**{acc}**"
+        trained = row["trainable_phase2"]
         lines.append(
             f"| {row['task']} | {row['per_class']} | {row['method']} | {acc} | "
-            f"{row['seconds_median']:.1f} |"
+            f"{row['seconds_median']:.1f} | {'-' if trained is None else f'{trained:,}'} |"
         )
     return "\n".join(lines)
 
