@@ -26,14 +26,14 @@ test: $(STAMP)
 
 # Lint, format, types (strict on the public modules) and the strict docs build.
 check: $(STAMP)
-	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
-	$(VENV)/bin/ruff format --check finetunekit tests examples benchmarks
+	$(VENV)/bin/ruff check finetunekit tests examples benchmarks conftest.py
+	$(VENV)/bin/ruff format --check finetunekit tests examples benchmarks conftest.py
 	$(VENV)/bin/mypy finetunekit
 	$(VENV)/bin/mypy --strict --follow-imports=silent $(PUBLIC_MODULES)
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check finetunekit tests examples benchmarks
+	$(VENV)/bin/ruff check finetunekit tests examples benchmarks conftest.py
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_finetune.py
