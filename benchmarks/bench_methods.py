@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from own_backbone import few_labels  # noqa: E402  (examples/own_backbone.py)
 
 import finetunekit as ftk  # noqa: E402
 
@@ -215,13 +216,6 @@ class DigitsTask:
         source = keras.models.load_model(self.path)
         fresh = keras.models.clone_model(source)  # same layers, new random weights
         return ftk.Backbone.from_model(fresh)
-
-
-def few_labels(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of ``per_class`` random examples of every class (sorted)."""
-    rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
-    return np.sort(np.concatenate(picked))
 
 
 # ---------------------------------------------------------------------- running
