@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -15,11 +16,23 @@ from finetunekit.errors import TrainerError
 from finetunekit.training import feature_cache
 from finetunekit.training.feature_cache import FeatureStore, split_frozen
 
+# Examples the backbone has processed (a spy: _CountExamples adds each batch's size).
+_SEEN = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+
+class _CountExamples(keras.layers.Layer):
+    """Identity layer that adds its batch size to ``_SEEN`` every time it runs."""
+
+    def call(self, inputs):
+        _SEEN.assign_add(tf.cast(tf.shape(inputs)[0], tf.int64))
+        return inputs
+
 
 def _tiny_backbone() -> keras.Model:
-    """A 16x16x3 conv backbone with BatchNorm and spatial output (pooled by the head)."""
+    """A 16x16x3 conv backbone with BatchNorm and spatial output (pooled by the head);
+    it counts the examples it runs on in ``_SEEN``."""
     inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2)(_CountExamples()(inputs))
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     return keras.Model(inputs, x, name="tiny")
@@ -54,17 +67,34 @@ def _fit(data, validation=0.25, **trainer_kwargs):
 
 @pytest.fixture(scope="module")
 def runs():
-    """The same recipe (both phases, keep_best) without and with the cache."""
+    """The same recipe (both phases, keep_best) without and with the cache, and spies:
+    ``seen`` (examples through the backbone during each fit) and ``build_seconds`` (each
+    feature pass, timed by wrapping FeatureCache.build), keyed by ``cache_features``."""
     x, y = _data()
     data = ftk.DatasetAdapter.from_arrays(x, y)
     common = {"fine_tune_epochs": 2, "keep_best": True}
-    plain = _fit(data, cache_features=False, **common)
-    cached = _fit(data, cache_features=True, **common)
-    return x, plain, cached, common
+    build_seconds: list[float] = []
+    real_build = feature_cache.FeatureCache.build
+
+    def timed_build(self):
+        start = time.perf_counter()
+        real_build(self)
+        build_seconds.append(time.perf_counter() - start)
+
+    results, spy = {}, {"seen": {}, "build_seconds": {}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(feature_cache.FeatureCache, "build", timed_build)
+        for cache in (False, True):
+            _SEEN.assign(0)
+            results[cache] = _fit(data, cache_features=cache, **common)
+            spy["seen"][cache] = int(_SEEN.numpy())
+            spy["build_seconds"][cache] = list(build_seconds)
+            build_seconds.clear()
+    return x, results[False], results[True], common, spy
 
 
 def test_cached_run_matches_uncached_run(runs):
-    x, plain, cached, _ = runs
+    x, plain, cached, *_ = runs
     assert cached.info["feature_cache"]["used"] is True
     assert plain.info["feature_cache"]["used"] is False
     np.testing.assert_allclose(cached.predict(x), plain.predict(x), rtol=1e-4, atol=1e-5)
@@ -75,13 +105,26 @@ def test_cached_run_matches_uncached_run(runs):
 
 
 def test_result_info_reports_the_cache(runs):
-    _, plain, cached, _ = runs
+    _, plain, cached, _, spy = runs
     info = cached.info["feature_cache"]
     assert set(info) == {"used", "reason", "bytes", "spilled"}
     # 36 train + 12 validation examples of 4 pooled float32 features
     assert info["bytes"] == 48 * 4 * 4 and info["spilled"] is False
     assert "cache_features=False" in plain.info["feature_cache"]["reason"]
-    assert cached.timings["feature_cache"] <= cached.timings["phase1"]
+    # the reported cache time covers the feature pass, timed independently around it
+    assert spy["build_seconds"][False] == [] and len(spy["build_seconds"][True]) == 1
+    measured = spy["build_seconds"][True][0]
+    assert measured <= cached.timings["feature_cache"] <= cached.timings["phase1"]
+    assert "feature_cache" not in plain.timings
+
+
+def test_the_backbone_runs_once_per_example_in_the_cached_phase(runs):
+    """48 examples (36 train + 12 validation), 3 frozen epochs then 2 unfrozen: without
+    the cache the backbone sees every example in every epoch (5 x 48); with it, phase 1
+    costs one pass (48) and phase 2 is unchanged (2 x 48)."""
+    spy = runs[-1]
+    assert spy["seen"][False] == (3 + 2) * 48
+    assert spy["seen"][True] == (1 + 2) * 48
 
 
 def test_head_is_shared_with_the_full_model():
@@ -97,7 +140,7 @@ def test_head_is_shared_with_the_full_model():
 
 
 def test_spill_to_disk_gives_the_same_model_and_leaves_no_file(runs, monkeypatch, tmp_path):
-    x, plain, _, common = runs
+    x, plain, _, common, _ = runs
     made = []
     real_mkdtemp = tempfile.mkdtemp
 
@@ -196,6 +239,30 @@ def test_checkpointing_switches_caching_off(tmp_path):
     result = _fit(data, validation=None, epochs=2, checkpoint_dir=str(tmp_path / "ckpt"))
     info = result.info["feature_cache"]
     assert info["used"] is False and "checkpoint_dir" in info["reason"]
+
+
+@pytest.mark.parametrize("kind", ["ModelCheckpoint", "BackupAndRestore"])
+def test_saving_callbacks_switch_caching_off(tmp_path, kind):
+    """With the cache, a ModelCheckpoint / BackupAndRestore callback would save the
+    head-only model, so phase 1 trains the full model instead: result.info names the
+    callback, and what ModelCheckpoint saved loads into the full model."""
+    data = ftk.DatasetAdapter.from_arrays(*_data(24))
+    path = tmp_path / "last.weights.h5"
+    if kind == "ModelCheckpoint":
+        callback = keras.callbacks.ModelCheckpoint(str(path), save_weights_only=True)
+    else:
+        callback = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.warns(UserWarning, match=kind):
+        result = _fit(data, validation=None, epochs=2, cache_features=True, callbacks=[callback])
+    info = result.info["feature_cache"]
+    assert info["used"] is False
+    assert info["reason"] == f"callbacks ['{kind}'] would save the head-only model"
+    assert len(result.history["loss"]) == 2
+    if kind == "ModelCheckpoint":
+        expected = [w.copy() for w in result.model.get_weights()]
+        result.model.load_weights(str(path))  # the full model's weights after the last epoch
+        for got, want in zip(result.model.get_weights(), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_trainer_config_round_trip_and_validation():

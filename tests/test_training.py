@@ -82,20 +82,62 @@ def test_two_phases_recompile_and_keep_batchnorm_in_inference_mode():
 
 
 def test_phase_one_leaves_backbone_unchanged():
+    """Phase 1 trains the head only: every backbone weight is bit-identical afterwards."""
     model, backbone = _model()
     before = [w.copy() for w in backbone.get_weights()]
+    head_before = model.get_layer("head_output").kernel.numpy().copy()
     ftk.Trainer(epochs=1, verbose=0).train(
         model, backbone, _data(), loss="categorical_crossentropy", metrics=[]
     )
-    for a, b in zip(before, backbone.get_weights()):
+    for a, b in zip(before, backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert not np.allclose(model.get_layer("head_output").kernel.numpy(), head_before)  # it ran
+
+
+class _SpoilHeadAfter(keras.callbacks.Callback):
+    """Records the full model's weights at every epoch end; from epoch ``first_bad`` on,
+    overwrites the head's kernel with large seeded noise at each epoch start, so the
+    monitored loss of those epochs is worse than the best one."""
+
+    def __init__(self, first_bad: int) -> None:
+        super().__init__()
+        self.first_bad = first_bad
+        self.weights_at: list[list[np.ndarray]] = []
+        self._rng = np.random.default_rng(0)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch >= self.first_bad:
+            kernel = self.model.get_layer("head_output").kernel
+            kernel.assign(30.0 * self._rng.normal(size=kernel.shape).astype("float32"))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.weights_at.append([w.copy() for w in self.model.get_weights()])
 
 
 def test_early_stopping_restores_best_weights_without_validation():
+    """Early stopping (monitor val_loss -> loss without validation) stops ``patience``
+    epochs after the best one and puts back exactly the best epoch's weights."""
+    keras.utils.set_random_seed(0)
     model, backbone = _model()
-    trainer = ftk.Trainer(epochs=30, learning_rate=1e-9, early_stopping=1, verbose=0)
+    spoil = _SpoilHeadAfter(first_bad=3)
+    trainer = ftk.Trainer(
+        optimizer="sgd",
+        learning_rate=0.1,
+        epochs=30,
+        early_stopping=2,
+        callbacks=[spoil],
+        verbose=0,
+    )
     run = trainer.train(model, backbone, _data(), loss="categorical_crossentropy")
-    assert len(run.history["epoch"]) < 30
+    losses = run.history["loss"]
+    assert len(losses) == 3 + 2  # epochs 0-2 improve; 3 and 4 spoiled; stop after patience 2
+    assert int(np.argmin(losses)) == 2 and min(losses[3:]) > losses[2]
+    for got, best in zip(model.get_weights(), spoil.weights_at[2], strict=True):
+        np.testing.assert_array_equal(got, best)
+    changed = [
+        not np.array_equal(b, la) for b, la in zip(spoil.weights_at[2], spoil.weights_at[-1])
+    ]
+    assert any(changed)  # the restore is visible: the last epoch's weights differ
 
 
 def test_optimizer_instance_is_copied_per_phase():
@@ -136,9 +178,19 @@ def test_bad_trainer_arguments(kwargs, arg):
     assert f"{arg}=" in str(err.value) and "Received" in str(err.value)
 
 
-def test_optimizer_names():
-    for name in ("sgd", "adam", "AdamW", "rmsprop"):
-        ftk.Trainer(optimizer=name)
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("sgd", "SGD"), ("adam", "Adam"), ("AdamW", "AdamW"), ("rmsprop", "RMSprop")],
+)
+def test_optimizer_names_build_that_keras_optimizer(name, cls):
+    """A name (any case) becomes the Keras optimizer of that class at the phase's rate."""
+    from finetunekit.training.optimizers import make_optimizer
+
+    trainer = ftk.Trainer(optimizer=name, learning_rate=0.03)
+    assert trainer.optimizer == name.lower()
+    opt = make_optimizer(trainer.optimizer, trainer.learning_rate)
+    assert type(opt) is getattr(keras.optimizers, cls)
+    assert abs(float(opt.learning_rate.numpy()) - 0.03) < 1e-7
 
 
 def test_config_round_trip_including_optimizer_instance():
