@@ -285,7 +285,8 @@ def fingerprint(
     """Describes a training run, to tell whether a checkpoint belongs to it.
 
     Holds the trainer settings that change training, a hash of the model's
-    weight shapes, and the structure and batch count of the datasets.
+    weight shapes, the structure and batch count of the datasets, and the
+    loss with its settings.
     """
     shapes = ";".join(f"{tuple(w.shape)}:{w.dtype}" for w in model.weights)
 
@@ -299,15 +300,36 @@ def fingerprint(
             batches = -1
         return f"{spec!r} batches={batches}" if spec is not None else type(ds).__name__
 
-    loss_name = loss if isinstance(loss, str) else type(loss).__name__
     settings = {k: v for k, v in trainer_config.items() if k not in _UNTRACKED_SETTINGS}
     return {
         "trainer": json.loads(json.dumps(settings, default=str)),
         "model": hashlib.sha256(shapes.encode()).hexdigest()[:16],
         "data": describe(train_ds),
         "validation": describe(validation_ds),
-        "loss": loss_name,
+        "loss": _describe_loss(loss),
     }
+
+
+def _describe_loss(loss: Any) -> Any:
+    """The loss as JSON: its class or function name and its settings (``label_smoothing``...).
+
+    Two losses of one class with other settings, or two loss functions, differ.
+
+    Examples:
+        >>> _describe_loss(keras.losses.get("mae"))["config"]
+        'mean_absolute_error'
+        >>> _describe_loss(keras.losses.CategoricalCrossentropy(label_smoothing=0.1))[
+        ...     "config"
+        ... ]["label_smoothing"]
+        0.1
+    """
+    if isinstance(loss, str):
+        return loss
+    try:
+        described = keras.saving.serialize_keras_object(loss)
+        return json.loads(json.dumps(described, default=str, sort_keys=True))
+    except Exception:  # not serialisable (a lambda without source): its name only
+        return getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def _fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -432,7 +454,7 @@ class TrainingSession:
                 format_error(
                     "checkpoint_dir holds a checkpoint of a different training run "
                     f"(it differs in {', '.join(diff)})",
-                    expected="the same recipe (trainer settings, model, data) as the run "
+                    expected="the same recipe (trainer settings, model, data, loss) as the run "
                     "that wrote the checkpoint",
                     received={"checkpoint_dir": self.store.directory},
                     fix="Run the same recipe on the same data to resume; to start afresh, "
