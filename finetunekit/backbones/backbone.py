@@ -148,7 +148,10 @@ class Backbone:
         of its last layer when that layer is a ``Dense`` classifier (the
         penultimate representation), otherwise the model's output. The model
         is cloned when the pipeline builds, so re-running ``fit`` always starts
-        from the weights given here.
+        from the weights given here and ``model`` itself is never trained. A
+        layer with weights that Keras cannot rebuild from its ``get_config``
+        (a subclassed layer or model without one) raises ``BackboneError``
+        then; weightless ones (a ``Lambda``) are reused as they are.
 
         Args:
             model: a built Keras model (functional or Sequential with an Input).
@@ -841,13 +844,65 @@ def _load_model_file(path: str) -> keras.Model:
         ) from exc
 
 
+class _UncopyableLayer(Exception):
+    """A layer holding weights that Keras cannot rebuild from its config."""
+
+    def __init__(self, layer: keras.layers.Layer) -> None:
+        super().__init__(layer.name)
+        self.layer = layer
+
+
+def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """``clone_model`` hook: a layer rebuilt from its config (reused when it has no weights and fails)."""
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as exc:
+        if layer.weights:
+            raise _UncopyableLayer(layer) from exc
+        return layer  # e.g. a Lambda holding a Python lambda: no state to train or keep apart
+
+
 def _clone(model: keras.Model) -> keras.Model:
+    """A copy of the user's model with its own weights, so ``fit`` never trains the original.
+
+    Layers are rebuilt from their configs (``keras.models.clone_model``). When
+    that fails, nested models are cloned layer by layer and layers without
+    weights that cannot be rebuilt (a ``Lambda`` holding a Python lambda,
+    which Keras rebuilds only outside safe mode) are reused: they hold nothing
+    that training changes. A layer with weights that cannot be rebuilt (a
+    subclassed layer or model without ``get_config``) raises: sharing it
+    would train the user's model in place, and a second ``fit`` would start
+    from the weights the first one trained.
+    """
     try:
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
         return clone
-    except Exception:  # subclassed models cannot be cloned; share the instance
-        return model
+    except Exception:  # retried below, layer by layer
+        pass
+    try:
+        clone = keras.models.clone_model(model, clone_function=_copy_layer, recursive=True)
+        clone.set_weights(model.get_weights())
+        return clone
+    except Exception as exc:
+        layer = exc.layer if isinstance(exc, _UncopyableLayer) else None
+        cause = exc.__cause__ if layer is not None else exc
+        text = str(cause).strip()
+        reason = f"{type(cause).__name__}: {text.splitlines()[0][:160] if text else ''}"
+        what = f"{type(layer).__name__} {layer.name!r} of model" if layer else "model"
+        owner = type(layer).__name__ if layer else "your own layer and model classes"
+        raise BackboneError(
+            format_error(
+                f"Backbone.from_model cannot copy {what} {model.name!r} ({reason}); fit() "
+                "trains a copy so that every fit() starts from the weights you gave, and "
+                "never trains your model in place",
+                expected="layers and models that Keras rebuilds with from_config(get_config())",
+                received={"model": model.name, "layer": layer.name if layer else None},
+                fix=f"Implement get_config() on {owner} returning the arguments of "
+                "__init__ (and from_config() when they are not plain values); see "
+                "https://keras.io/guides/serialization_and_saving/",
+            )
+        ) from exc
 
 
 def _check_feature_layer(model: keras.Model, feature_layer: str | None) -> str | None:
