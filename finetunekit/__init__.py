@@ -6,6 +6,7 @@ Examples:
     True
 """
 
+from finetunekit import tasks
 from finetunekit.backbones import Backbone
 from finetunekit.data import DatasetAdapter
 from finetunekit.errors import (
@@ -28,6 +29,7 @@ from finetunekit.evaluation import EvaluationReport, Evaluator
 from finetunekit.heads import HeadReplacer
 from finetunekit.pipeline import FineTuner
 from finetunekit.result import FineTuneResult, load
+from finetunekit.tasks import Task
 from finetunekit.training import Trainer
 from finetunekit.training.lr_finder import LRFinderResult
 
@@ -54,9 +56,11 @@ __all__ = [
     "LabelError",
     "LoadError",
     "Trainer",
+    "Task",
     "TrainerError",
     "UnknownBackboneError",
     "WeightsError",
     "__version__",
     "load",
+    "tasks",
 ]

@@ -148,7 +148,7 @@ def export(
             )
         )
     diff = float(np.max(np.abs(got.astype("float64") - expected.astype("float64"))))
-    agreement = _agreement(result.task, expected, got)
+    agreement = _agreement(result.task_object, expected, got)
     limit = _DEFAULT_TOLERANCE[quantize] if tolerance is None else float(tolerance)
     ok = diff <= limit and (agreement is None or agreement >= _MIN_AGREEMENT[quantize])
     metadata_path = _write_metadata(result, path, format, quantize)
@@ -353,12 +353,12 @@ def _write_metadata(result: Any, path: str, format: str, quantize: str | None) -
     return target
 
 
-def _agreement(task: str, expected: np.ndarray, got: np.ndarray) -> float | None:
-    if task == "multiclass":
-        return float(np.mean(expected.argmax(-1) == got.argmax(-1)))
-    if task in ("binary", "multilabel"):
-        return float(np.mean((expected >= 0.5) == (got >= 0.5)))
-    return None
+def _agreement(task: Any, expected: np.ndarray, got: np.ndarray) -> float | None:
+    """The fraction of the task's decisions two runtimes agree on (``None`` for values)."""
+    a, b = task.decide(expected), task.decide(got)
+    if a is None or b is None:
+        return None
+    return float(np.mean(a == b))
 
 
 def _litert_interpreter(path: str) -> Any:

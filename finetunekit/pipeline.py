@@ -19,7 +19,7 @@ from finetunekit.errors import (
     format_error,
 )
 from finetunekit.evaluation import Evaluator
-from finetunekit.heads import HeadReplacer, default_metrics
+from finetunekit.heads import HeadReplacer
 from finetunekit.result import FineTuneResult
 from finetunekit.training import Trainer
 from finetunekit.training.compute import precision_scope
@@ -220,9 +220,9 @@ class FineTuner:
             str(train.input_dtype),
             getattr(self._backbone, "input_shape", None),
         )
-        outputs = train.target_dim if train.task == "regression" else train.num_classes
-        units = self._head.output_units(train.task, int(outputs))
-        metric_names = [m.name for m in default_metrics(train.task, train.num_classes)]
+        task = train.task_object
+        units = self._head.output_units(task, task.size(train.encoding))
+        metric_names = [m.name for m in task.metrics(train.num_classes)]
         self._trainer.check_monitor(metric_names, validation is not None)
         check_data(self._trainer, train)  # class_weight / label_smoothing fit the task
         known = self._backbone.known_model()  # from_model backbones: check unfreeze now
@@ -251,14 +251,14 @@ class FineTuner:
             trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.data_seed()
         )
         val_ds = validation.as_dataset(trainer.batch_size) if validation is not None else None
-        task, num_classes = train.task, train.num_classes
+        task, num_classes = train.task_object, train.num_classes
         run = trainer.train(
             model,
             backbone_model,
             train_ds,
             val_ds,
             loss=self._head.make_loss(task, (info.get("target_scaling") or {}).get("std")),
-            metrics=lambda: default_metrics(task, num_classes),
+            metrics=lambda: task.metrics(num_classes),
             train_data=train,  # lets phase 1 train on cached features
             validation_data=validation,
         )
@@ -277,7 +277,8 @@ class FineTuner:
         info["num_validation"] = len(validation) if validation is not None else 0
         return FineTuneResult(
             model=model,
-            task=task,
+            task=task.name,
+            task_config=task.get_config(),
             class_names=list(train.class_names),
             history=run.history,
             timings=timings,
@@ -372,13 +373,13 @@ class FineTuner:
         if augment is not None:
             info["augmentation"] = augment
         target_stats = None
-        if train.task == "regression" and self._head.scale_targets:
+        if not train.task_object.has_classes and self._head.scale_targets:
             from finetunekit.heads.scaling import target_statistics
 
             target_stats = target_statistics(train.targets())
             info["target_scaling"] = {"mean": target_stats[0], "std": target_stats[1]}
         outputs = self._head.build(
-            built.features, task=train.task, units=units, target_stats=target_stats
+            built.features, task=train.task_object, units=units, target_stats=target_stats
         )
         model = keras.Model(inputs, outputs, name=f"finetuned_{_safe(self._backbone.name)}")
         return model, built.model, info

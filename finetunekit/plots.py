@@ -123,16 +123,25 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-def _single_label(task: str, what: str) -> None:
-    if task not in ("multiclass", "binary"):
-        raise EvaluationError(
-            format_error(
-                f"{what} needs a single-label classifier, but the task is '{task}'",
-                expected="task 'multiclass' or 'binary'",
-                received={"task": task},
-                fix="Use plot_per_class for multilabel and regression results.",
-            )
-        )
+def _single_label(task: Any, what: str) -> None:
+    """Raises unless ``task`` (a name or a Task) is a single-label classifier."""
+    from finetunekit.tasks.base import get
+
+    try:
+        task_obj = get(task)
+    except Exception:  # an unknown or unregistered name: not a single-label classifier
+        task_obj = None
+    if task_obj is None or not (task_obj.single_label and task_obj.has_classes):
+        raise EvaluationError(_not_single_label(getattr(task_obj, "name", task), what))
+
+
+def _not_single_label(task: Any, what: str) -> str:
+    return format_error(
+        f"{what} needs a single-label classifier, but the task is '{task}'",
+        expected="task 'multiclass' or 'binary'",
+        received={"task": task},
+        fix="Use plot_per_class for multilabel and regression results.",
+    )
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -297,7 +306,8 @@ def plot_confusion_matrix(
         'predicted'
     """
     report = _report(report)
-    _single_label(report.task, "plot_confusion_matrix()")
+    if report.confusion_matrix is None or report.confusion_matrix.ndim != 2:
+        raise EvaluationError(_not_single_label(report.task, "plot_confusion_matrix()"))
     matrix = np.asarray(report.confusion_matrix, dtype=np.float64)
     names = list(report.class_names)
     k = len(names)
@@ -490,10 +500,11 @@ def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) ->
 
 def _predictions(result: Any, data: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """``(adapter, y_true indices, probabilities (N, K))`` of ``result`` on ``data``."""
-    _single_label(getattr(result, "task", None) or "?", "Plotting examples")
+    task = getattr(result, "task_object", None) or getattr(result, "task", None) or "?"
+    _single_label(task, "Plotting examples")
     from finetunekit.data import as_adapter
 
-    adapter = as_adapter(data, task=result.task, class_names=result.class_names)
+    adapter = as_adapter(data, task=task, class_names=result.class_names)
     y_true = np.asarray(adapter.targets()).reshape(-1).astype(np.int64)
     probs = np.asarray(result.model.predict(adapter.inputs_dataset(64), verbose=0))
     temperature = float(getattr(result, "temperature", 1.0))

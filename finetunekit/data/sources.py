@@ -11,7 +11,7 @@ Three sources share one small internal interface (``__len__``, ``input_shape``,
   and resized per example, in parallel, only while iterating.
 
 Labels never live here: the adapter owns the (small) stored targets and the
-:class:`~finetunekit.data.labels.LabelEncoding`.
+:class:`~finetunekit.tasks.labels.LabelEncoding`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from finetunekit.data.labels import LabelEncoding, raw_to_stored_tf, stored_to_batch_tf
 from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
+from finetunekit.tasks.labels import LabelEncoding, raw_to_stored_tf, stored_to_batch_tf
 
 __all__ = [
     "ArraySource",

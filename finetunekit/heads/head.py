@@ -9,13 +9,15 @@ import keras
 
 from finetunekit.errors import (
     ArgumentTypeError,
+    FineTuneError,
     HeadError,
     check_config_keys,
     format_error,
 )
-from finetunekit.heads.scaling import StandardizedMeanSquaredError, TargetScaler
-from finetunekit.heads.tasks import TASKS, default_activation, default_loss
+from finetunekit.heads.scaling import TargetScaler
 from finetunekit.heads.temporal import TEMPORAL_MODES, build_temporal
+from finetunekit.tasks.base import Task
+from finetunekit.tasks.base import get as get_task
 
 __all__ = ["HeadReplacer", "POOLINGS"]
 
@@ -169,37 +171,39 @@ class HeadReplacer:
         self.scale_targets = scale_targets
 
     # ------------------------------------------------------------------ resolution
-    def output_units(self, task: str, data_outputs: int) -> int:
+    def output_units(self, task: str | Task, data_outputs: int) -> int:
         """Returns the output width for ``task``, checking ``num_classes`` against the data.
 
         Args:
-            task: the data's task.
-            data_outputs: what the data needs: K classes (multiclass,
-                multilabel), 2 (binary), D targets (regression).
+            task: the data's task (a name or a :class:`~finetunekit.Task`).
+            data_outputs: what the data needs (``Task.size``): K classes
+                (multiclass, multilabel), 2 (binary), D targets (regression).
 
         Raises:
             HeadError: when an explicit ``num_classes`` contradicts the data.
         """
-        if task not in TASKS:
+        try:
+            task = get_task(task)
+        except FineTuneError as exc:
             raise HeadError(
                 format_error(
                     "Unknown task",
-                    expected=f"one of {TASKS}",
+                    expected="a registered task name or a finetunekit.Task",
                     received={"task": task},
                     fix="Let DatasetAdapter infer the task",
                 )
-            )
-        if self.scale_targets and task != "regression":
+            ) from exc
+        if self.scale_targets and task.has_classes:
             raise HeadError(
                 format_error(
-                    f"scale_targets only applies to regression, but the task is {task!r}",
+                    f"scale_targets only applies to value targets, but the task is {task.name!r}",
                     expected="scale_targets=False for classification",
-                    received={"scale_targets": True, "task": task},
+                    received={"scale_targets": True, "task": task.name},
                     fix="Drop scale_targets=True, or use float targets (task='regression')",
                 )
             )
         if self.num_classes != "auto" and self.num_classes != data_outputs:
-            what = "targets" if task == "regression" else "classes"
+            what = "classes" if task.has_classes else "targets"
             raise HeadError(
                 format_error(
                     f"num_classes contradicts the data, which has {data_outputs} {what}",
@@ -209,25 +213,25 @@ class HeadReplacer:
                     "class_names=[...] fixes the class list)",
                 )
             )
-        return 1 if task == "binary" else data_outputs
+        return task.output_units(data_outputs)
 
-    def make_loss(self, task: str, target_std: list[float] | None = None) -> Any:
+    def make_loss(self, task: str | Task, target_std: list[float] | None = None) -> Any:
         """Returns the Keras loss for ``task`` (or the explicit ``loss``).
 
-        With ``scale_targets`` (regression), ``target_std`` (from the training
-        targets) gives the standardised mean squared error.
+        With ``scale_targets`` (value targets), ``target_std`` (from the
+        training targets) gives the standardised mean squared error.
         """
         if self.loss != "auto":
             return keras.losses.get(self.loss)
-        if task == "regression" and self.scale_targets and target_std is not None:
-            return StandardizedMeanSquaredError(target_std)
-        return default_loss(task, self.label_smoothing)
+        task = get_task(task)
+        std = target_std if self.scale_targets and not task.has_classes else None
+        return task.loss(label_smoothing=self.label_smoothing, target_std=std)
 
     def build(
         self,
         features: Any,
         *,
-        task: str,
+        task: str | Task,
         units: int,
         target_stats: tuple[list[float], list[float]] | None = None,
     ) -> Any:
@@ -241,7 +245,8 @@ class HeadReplacer:
 
         Args:
             features: the backbone's symbolic features.
-            task: the data's task.
+            task: the data's task (a name or a :class:`~finetunekit.Task`): it
+                adds the output layer.
             units: output width (see :meth:`output_units`).
             target_stats: ``(mean, std)`` per regression target, needed with
                 ``scale_targets=True``.
@@ -287,11 +292,11 @@ class HeadReplacer:
             )(x)
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name="head_output_dropout")(x)
-        activation = default_activation(task) if self.activation == "auto" else self.activation
-        out = keras.layers.Dense(units, activation=activation, dtype="float32", name="head_output")(
-            x
+        task = get_task(task)
+        out = task.output_layer(
+            x, units, activation=None if self.activation == "auto" else self.activation
         )
-        if self.scale_targets and task == "regression":
+        if self.scale_targets and not task.has_classes:
             if target_stats is None:
                 raise HeadError(
                     format_error(

@@ -522,7 +522,7 @@ def find_learning_rate(
                     **({"weight_decay": decay} if decay is not None else {}),
                 ),
                 loss=tuner.head.make_loss(
-                    train.task, (info.get("target_scaling") or {}).get("std")
+                    train.task_object, (info.get("target_scaling") or {}).get("std")
                 ),
                 jit_compile=resolve_jit_compile(
                     trainer.jit_compile, "frozen" if phase == 1 else "full"

@@ -250,7 +250,7 @@ class MethodsPlan:
 
     def __init__(self, trainer: Any, backbone_model: Any, train_ds: Any, train_data: Any) -> None:
         self.trainer = trainer
-        self.task = getattr(train_data, "task", None)
+        self.task = getattr(train_data, "task_object", None)
         self.class_weight = class_weights(trainer.class_weight, train_data)
         self.groups: list[list[Any]] = []
         self.counts: list[int] = []
@@ -411,8 +411,9 @@ def check_data(trainer: Any, train_data: Any) -> None:
         label_smoothing only applies to classification
     """
     class_weights(trainer.class_weight, train_data)
-    if trainer.label_smoothing and getattr(train_data, "task", None) == "regression":
-        smooth_loss("mse", trainer.label_smoothing, "regression")
+    task = getattr(train_data, "task_object", None)
+    if trainer.label_smoothing and task is not None and not task.has_classes:
+        smooth_loss("mse", trainer.label_smoothing, task)
 
 
 def check_groups(trainer: Any, groups: int) -> None:
