@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from finetunekit.errors import FineTuneError, format_error
+from finetunekit.errors import ExportError, format_error
 
 __all__ = ["ExportError", "ExportReport", "FORMATS", "export", "run_exported"]
 
@@ -28,18 +28,6 @@ QUANTIZATIONS = (None, "dynamic", "int8")
 _SUFFIX = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
 _DEFAULT_TOLERANCE = {None: 1e-4, "dynamic": 0.15, "int8": 0.3}
 _MIN_AGREEMENT = {None: 0.99, "dynamic": 0.9, "int8": 0.8}
-
-
-class ExportError(FineTuneError, ValueError):
-    """An export failed, or its outputs disagree with the Keras model.
-
-    Attributes:
-        report: the :class:`ExportReport` when the export ran but disagreed.
-    """
-
-    def __init__(self, message: str, report: ExportReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,19 +236,13 @@ class FineTuneResult:
         return path
 
     def _write(self, path: str) -> None:
-        """Writes the model and metadata to ``path`` atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ftk-", suffix=".keras", dir=folder)
-        os.close(fd)
-        try:
+        """Writes the model and metadata to ``path`` atomically (``finetunekit.files``)."""
+        from finetunekit.files import atomic_path
+
+        with atomic_path(path, suffix=".keras") as tmp:
             self.merge_lora().model.save(tmp)  # LoRA adapters folded in: a plain model
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_NAME, json.dumps(self.metadata()))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def export(
         self,

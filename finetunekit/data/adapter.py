@@ -681,6 +681,20 @@ class DatasetAdapter:
         """
         return self._targets.copy()
 
+    def relabelled(self, task: Task | None, class_names: list[str] | None) -> DatasetAdapter:
+        """The same examples with their targets mapped onto ``task`` / ``class_names``.
+
+        Lossless only, by class name (see :func:`finetunekit.tasks.labels.reencode`);
+        the inputs are shared, not copied.
+
+        Raises:
+            LabelError: the classes or the task cannot be mapped.
+        """
+        targets, encoding = reencode(
+            self._targets, self._encoding, task=task, class_names=class_names
+        )
+        return DatasetAdapter._create(self._source, targets, encoding, reshuffles=self._reshuffles)
+
     # ------------------------------------------------------------------ splitting
 
     def _subset(self, idx: np.ndarray) -> DatasetAdapter:
@@ -932,8 +946,7 @@ def as_adapter(
         same_task = task is None or task == obj.task_object
         if same_task and (names is None or names == obj.class_names):
             return obj
-        targets, encoding = reencode(obj._targets, obj._encoding, task=task, class_names=names)
-        return DatasetAdapter._create(obj._source, targets, encoding, reshuffles=obj._reshuffles)
+        return obj.relabelled(task, names)
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         return DatasetAdapter.from_arrays(obj[0], obj[1], task=task, class_names=names)
     if isinstance(obj, tf.data.Dataset):

@@ -28,8 +28,8 @@ import numpy as np
 from finetunekit.errors import ArgumentTypeError, ConfigError, LabelError, format_error
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from finetunekit.tasks.labels import LabelEncoding
     from finetunekit.evaluation.report import EvaluationReport
+    from finetunekit.tasks.labels import LabelEncoding
 
 __all__ = ["Task", "available", "deserialize", "get", "serialize"]
 
