@@ -89,7 +89,6 @@ def fine_tune(
         minilm_path(),
         sequence_length=sequence_length,
         pooling="mean",
-        lora_rank=lora_rank if pretrained else None,
         load_weights=pretrained,
     )
     if pretrained:
@@ -98,6 +97,7 @@ def fine_tune(
             learning_rate=1e-2,
             fine_tune_epochs=fine_tune_epochs,
             fine_tune_learning_rate=1e-3 if lora_rank else 5e-5,
+            lora_rank=lora_rank,  # adapters on the attention query/value projections
             batch_size=16,
             verbose=verbose,
             seed=0,

@@ -6,6 +6,7 @@ Examples:
     True
 """
 
+from finetunekit import tasks
 from finetunekit.backbones import Backbone
 from finetunekit.data import DatasetAdapter
 from finetunekit.errors import (
@@ -15,6 +16,7 @@ from finetunekit.errors import (
     ConfigError,
     DataError,
     EvaluationError,
+    ExportError,
     FineTuneError,
     HeadError,
     InputShapeError,
@@ -28,6 +30,7 @@ from finetunekit.evaluation import EvaluationReport, Evaluator
 from finetunekit.heads import HeadReplacer
 from finetunekit.pipeline import FineTuner
 from finetunekit.result import FineTuneResult, load
+from finetunekit.tasks import Task
 from finetunekit.training import Trainer
 from finetunekit.training.lr_finder import LRFinderResult
 
@@ -44,6 +47,7 @@ __all__ = [
     "EvaluationError",
     "EvaluationReport",
     "Evaluator",
+    "ExportError",
     "FineTuneError",
     "FineTuneResult",
     "FineTuner",
@@ -54,9 +58,11 @@ __all__ = [
     "LabelError",
     "LoadError",
     "Trainer",
+    "Task",
     "TrainerError",
     "UnknownBackboneError",
     "WeightsError",
     "__version__",
     "load",
+    "tasks",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ArgumentTypeError",
     "LoadError",
+    "ExportError",
     "check_config_keys",
     "format_error",
 ]
@@ -89,6 +90,19 @@ class ConfigError(FineTuneError, ValueError):
 
 class LoadError(FineTuneError, ValueError):
     """A saved file cannot be loaded as a finetunekit result."""
+
+
+class ExportError(FineTuneError, ValueError):
+    """An export failed, or its outputs disagree with the Keras model.
+
+    Attributes:
+        report: the ``ExportReport`` when the export ran but disagreed
+            (see :func:`finetunekit.export.export`).
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def _short(value: Any, limit: int = 80) -> str:

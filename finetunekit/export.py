@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from finetunekit.errors import FineTuneError, format_error
+from finetunekit.errors import ExportError, format_error
 
 __all__ = ["ExportError", "ExportReport", "FORMATS", "export", "run_exported"]
 
@@ -28,18 +28,6 @@ QUANTIZATIONS = (None, "dynamic", "int8")
 _SUFFIX = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
 _DEFAULT_TOLERANCE = {None: 1e-4, "dynamic": 0.15, "int8": 0.3}
 _MIN_AGREEMENT = {None: 0.99, "dynamic": 0.9, "int8": 0.8}
-
-
-class ExportError(FineTuneError, ValueError):
-    """An export failed, or its outputs disagree with the Keras model.
-
-    Attributes:
-        report: the :class:`ExportReport` when the export ran but disagreed.
-    """
-
-    def __init__(self, message: str, report: ExportReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
@@ -148,7 +136,7 @@ def export(
             )
         )
     diff = float(np.max(np.abs(got.astype("float64") - expected.astype("float64"))))
-    agreement = _agreement(result.task, expected, got)
+    agreement = _agreement(result.task_object, expected, got)
     limit = _DEFAULT_TOLERANCE[quantize] if tolerance is None else float(tolerance)
     ok = diff <= limit and (agreement is None or agreement >= _MIN_AGREEMENT[quantize])
     metadata_path = _write_metadata(result, path, format, quantize)
@@ -353,12 +341,12 @@ def _write_metadata(result: Any, path: str, format: str, quantize: str | None) -
     return target
 
 
-def _agreement(task: str, expected: np.ndarray, got: np.ndarray) -> float | None:
-    if task == "multiclass":
-        return float(np.mean(expected.argmax(-1) == got.argmax(-1)))
-    if task in ("binary", "multilabel"):
-        return float(np.mean((expected >= 0.5) == (got >= 0.5)))
-    return None
+def _agreement(task: Any, expected: np.ndarray, got: np.ndarray) -> float | None:
+    """The fraction of the task's decisions two runtimes agree on (``None`` for values)."""
+    a, b = task.decide(expected), task.decide(got)
+    if a is None or b is None:
+        return None
+    return float(np.mean(a == b))
 
 
 def _litert_interpreter(path: str) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -15,20 +16,46 @@ from finetunekit.errors import (
     ArgumentTypeError,
     ConfigError,
     DataError,
+    TrainerError,
     check_config_keys,
     format_error,
 )
 from finetunekit.evaluation import Evaluator
-from finetunekit.heads import HeadReplacer, default_metrics
+from finetunekit.heads import HeadReplacer
 from finetunekit.result import FineTuneResult
 from finetunekit.training import Trainer
 from finetunekit.training.compute import precision_scope
 from finetunekit.training.lr_finder import LRFinderResult
 from finetunekit.training.methods import check_data
 
-__all__ = ["FineTuner"]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from finetunekit.tasks.base import Task
+    from finetunekit.training.engine import BuiltModel
+
+__all__ = ["FineTuner", "Prepared"]
 
 _CONFIG_KEYS = {"format", "version", "backbone", "head", "trainer", "evaluator", "validation"}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The checked recipe's data, as :meth:`FineTuner.prepare` returns it.
+
+    Attributes:
+        train: the training ``DatasetAdapter`` (without a validation fraction).
+        validation: the validation ``DatasetAdapter`` or ``None``.
+        task: the :class:`~finetunekit.Task` of the data.
+        units: the width of the output layer.
+        trainer: the :class:`~finetunekit.Trainer` that runs: the recipe's, with
+            the deprecated ``HeadReplacer(label_smoothing=...)`` and
+            ``Backbone.from_preset(lora_rank=...)`` moved onto it.
+    """
+
+    train: Any
+    validation: Any
+    task: Task
+    units: int
+    trainer: Trainer
 
 
 class FineTuner:
@@ -185,8 +212,31 @@ class FineTuner:
         return self._evaluator
 
     # ------------------------------------------------------------------ fit
-    def _prepare(self) -> tuple[Any, Any, int]:
-        """Validates the whole recipe before anything is built; returns (train, val, units)."""
+    def prepare(self) -> Prepared:
+        """Checks the whole recipe before anything is built and resolves the data.
+
+        Every check ``fit`` and ``find_learning_rate`` make before building:
+        data and backbone present, the validation split, compatible data, the
+        backbone's input, augmentation, the head against the task, the
+        monitored metric, class weights and label smoothing against the data,
+        ``unfreeze`` against a known backbone.
+
+        Returns:
+            A :class:`Prepared`: the training and validation adapters, the task
+            and the output width.
+
+        Raises:
+            FineTuneError: the first problem found (see docs/reliability.md).
+
+        Examples:
+            >>> import numpy as np, keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+            >>> tuner = (ftk.FineTuner().with_data((np.zeros((8, 4)), [0, 1] * 4))
+            ...          .with_backbone(ftk.Backbone.from_model(net)))
+            >>> prepared = tuner.prepare()
+            >>> prepared.task.name, prepared.units, prepared.validation is None
+            ('binary', 1, True)
+        """
         from finetunekit.data import check_compatible
 
         if self._data is None:
@@ -220,15 +270,40 @@ class FineTuner:
             str(train.input_dtype),
             getattr(self._backbone, "input_shape", None),
         )
-        outputs = train.target_dim if train.task == "regression" else train.num_classes
-        units = self._head.output_units(train.task, int(outputs))
-        metric_names = [m.name for m in default_metrics(train.task, train.num_classes)]
-        self._trainer.check_monitor(metric_names, validation is not None)
-        check_data(self._trainer, train)  # class_weight / label_smoothing fit the task
+        task = train.task_object
+        units = self._head.output_units(task, task.size(train.encoding))
+        trainer = self._effective_trainer()
+        metric_names = [m.name for m in task.metrics(train.num_classes)]
+        trainer.check_monitor(metric_names, validation is not None)
+        check_data(trainer, train)  # class_weight / label_smoothing fit the task
         known = self._backbone.known_model()  # from_model backbones: check unfreeze now
         if known is not None:
-            self._trainer.check_backbone(known)
-        return train, validation, units
+            trainer.check_backbone(known)
+        return Prepared(train=train, validation=validation, task=task, units=units, trainer=trainer)
+
+    def _effective_trainer(self) -> Trainer:
+        """The Trainer with the settings other steps still accept (deprecated) moved onto it."""
+        trainer = self._trainer
+        moved: dict[str, Any] = {}
+        for owner, arg, value in (
+            ("HeadReplacer", "label_smoothing", self._head.label_smoothing),
+            ("Backbone.from_preset", "lora_rank", getattr(self._backbone, "lora_rank", None)),
+        ):
+            if not value or (arg == "lora_rank" and not trainer.fine_tune_epochs):
+                continue  # (LoRA without a phase 2 trains nothing: nothing to move)
+            current = getattr(trainer, arg)
+            if current and current != value:
+                raise TrainerError(
+                    format_error(
+                        f"{arg} is set twice: {owner}({arg}={value!r}) and "
+                        f"Trainer({arg}={current!r})",
+                        expected=f"{arg} set once, on the Trainer",
+                        received={arg: value},
+                        fix=f"Pass Trainer({arg}=...) only",
+                    )
+                )
+            moved[arg] = value
+        return trainer.replace(**moved) if moved else trainer
 
     def fit(self) -> FineTuneResult:
         """Builds the model, fine-tunes it, and returns a :class:`FineTuneResult`.
@@ -236,32 +311,29 @@ class FineTuner:
         Every argument is checked first; only then are the backbone weights
         loaded and the model built and trained.
         """
+        from finetunekit.training import engine
+
         # first: TensorFlow allows MultiWorkerMirroredStrategy only before it runs anything
         self._trainer.resolved_strategy()
-        train, validation, units = self._prepare()
-        trainer = self._trainer
+        prepared = self.prepare()
+        train, validation, task = prepared.train, prepared.validation, prepared.task
+        trainer = prepared.trainer
         if trainer.seed is not None:
             keras.utils.set_random_seed(trainer.seed)
         start = time.perf_counter()
         # the Keras dtype policy and the Trainer's tf.distribute strategy while building
         with precision_scope(trainer.precision), trainer.scope():
-            model, backbone_model, info = self.build_model(train, units)
+            built = self.build_model(train, prepared.units)
         build_seconds = time.perf_counter() - start
-        train_ds = train.as_dataset(
-            trainer.batch_size, shuffle=trainer.shuffle, seed=trainer.data_seed()
+        num_classes = train.num_classes
+        run = engine.run(
+            trainer,
+            built,
+            engine.TrainingData(adapter=train),
+            engine.TrainingData(adapter=validation) if validation is not None else None,
+            metrics=lambda: task.metrics(num_classes),
         )
-        val_ds = validation.as_dataset(trainer.batch_size) if validation is not None else None
-        task, num_classes = train.task, train.num_classes
-        run = trainer.train(
-            model,
-            backbone_model,
-            train_ds,
-            val_ds,
-            loss=self._head.make_loss(task, (info.get("target_scaling") or {}).get("std")),
-            metrics=lambda: default_metrics(task, num_classes),
-            train_data=train,  # lets phase 1 train on cached features
-            validation_data=validation,
-        )
+        model, info = built.model, dict(built.info)
         timings = {"build": build_seconds, **run.timings}
         timings["total"] = time.perf_counter() - start
         params = {"total": int(model.count_params())}
@@ -277,7 +349,8 @@ class FineTuner:
         info["num_validation"] = len(validation) if validation is not None else 0
         return FineTuneResult(
             model=model,
-            task=task,
+            task=task.name,
+            task_config=task.get_config(),
             class_names=list(train.class_names),
             history=run.history,
             timings=timings,
@@ -347,15 +420,22 @@ class FineTuner:
             diverge=diverge,
         )
 
-    def build_model(
-        self, train: Any, units: int
-    ) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
+    def build_model(self, train: Any, units: int) -> BuiltModel:
         """Builds (untrained) the full model for ``train``: inputs -> adaptation -> backbone -> head.
 
+        Args:
+            train: the training ``DatasetAdapter`` (its inputs' shape, dtype and range).
+            units: the output width (``prepare().units``).
+
         Returns:
-            ``(model, backbone_model, info)``.
+            A :class:`~finetunekit.training.engine.BuiltModel`: the model, the
+            nested backbone, the tensor the frozen phase may cache (the head's
+            pooled features), the task, its loss and facts about the build.
         """
+        from finetunekit.training.engine import BuiltModel
+
         assert self._backbone is not None
+        task = train.task_object
         inputs = keras.Input(shape=tuple(train.input_shape), dtype=train.input_dtype, name="inputs")
         value_range = None
         if str(train.input_dtype).startswith("float"):
@@ -372,16 +452,24 @@ class FineTuner:
         if augment is not None:
             info["augmentation"] = augment
         target_stats = None
-        if train.task == "regression" and self._head.scale_targets:
+        if not task.has_classes and self._head.scale_targets:
             from finetunekit.heads.scaling import target_statistics
 
             target_stats = target_statistics(train.targets())
             info["target_scaling"] = {"mean": target_stats[0], "std": target_stats[1]}
-        outputs = self._head.build(
-            built.features, task=train.task, units=units, target_stats=target_stats
+        head = self._head.build_head(
+            built.features, task=task, units=units, target_stats=target_stats
         )
-        model = keras.Model(inputs, outputs, name=f"finetuned_{_safe(self._backbone.name)}")
-        return model, built.model, info
+        model = keras.Model(inputs, head.outputs, name=f"finetuned_{_safe(self._backbone.name)}")
+        return BuiltModel(
+            model=model,
+            backbone_model=built.model,
+            features=head.pooled,
+            task=task,
+            loss=self._head.make_loss(task, target_stats[1] if target_stats else None),
+            info=info,
+            lora_targets=built.lora_targets,
+        )
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

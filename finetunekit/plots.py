@@ -58,7 +58,7 @@ class PlotDependencyError(FineTuneError, ImportError):
 # ------------------------------------------------------------------ helpers
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     """A pyplot-free figure (no backend is selected or changed)."""
     try:
         from matplotlib.figure import Figure
@@ -74,7 +74,7 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+def finish_figure(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     """Saves ``fig`` as a PNG at ``path`` (when given) and returns it."""
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
@@ -123,16 +123,25 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-def _single_label(task: str, what: str) -> None:
-    if task not in ("multiclass", "binary"):
-        raise EvaluationError(
-            format_error(
-                f"{what} needs a single-label classifier, but the task is '{task}'",
-                expected="task 'multiclass' or 'binary'",
-                received={"task": task},
-                fix="Use plot_per_class for multilabel and regression results.",
-            )
-        )
+def _single_label(task: Any, what: str) -> None:
+    """Raises unless ``task`` (a name or a Task) is a single-label classifier."""
+    from finetunekit.tasks.base import get
+
+    try:
+        task_obj = get(task)
+    except Exception:  # an unknown or unregistered name: not a single-label classifier
+        task_obj = None
+    if task_obj is None or not (task_obj.single_label and task_obj.has_classes):
+        raise EvaluationError(_not_single_label(getattr(task_obj, "name", task), what))
+
+
+def _not_single_label(task: Any, what: str) -> str:
+    return format_error(
+        f"{what} needs a single-label classifier, but the task is '{task}'",
+        expected="task 'multiclass' or 'binary'",
+        received={"task": task},
+        fix="Use plot_per_class for multilabel and regression results.",
+    )
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -227,7 +236,7 @@ def plot_history(
             )
     x = np.asarray(epochs) + 1
     phases = list(history.get("phase", [1] * len(x)))
-    fig = _new_figure((5.0 * min(len(names), 3), 3.6 * math.ceil(len(names) / 3)))
+    fig = new_figure((5.0 * min(len(names), 3), 3.6 * math.ceil(len(names) / 3)))
     rows, cols = math.ceil(len(names) / 3), min(len(names), 3)
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -241,7 +250,7 @@ def plot_history(
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _shade_phases(ax: Axes, x: np.ndarray, phases: list[Any]) -> None:
@@ -297,7 +306,8 @@ def plot_confusion_matrix(
         'predicted'
     """
     report = _report(report)
-    _single_label(report.task, "plot_confusion_matrix()")
+    if report.confusion_matrix is None or report.confusion_matrix.ndim != 2:
+        raise EvaluationError(_not_single_label(report.task, "plot_confusion_matrix()"))
     matrix = np.asarray(report.confusion_matrix, dtype=np.float64)
     names = list(report.class_names)
     k = len(names)
@@ -305,7 +315,7 @@ def plot_confusion_matrix(
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
     size = min(4.0 + 0.45 * k, 16.0)
-    fig = _new_figure((size + 1.2, size))
+    fig = new_figure((size + 1.2, size))
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
@@ -327,7 +337,7 @@ def plot_confusion_matrix(
                 text = f"{value:.2f}" if normalize else str(int(value))
                 color = "white" if high and value > 0.6 * high else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize="small")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_per_class(
@@ -382,7 +392,7 @@ def plot_per_class(
     values = np.array([float(report.per_class[n].get(metric, np.nan)) for n in names])
     lower_is_better = metric in ("mse", "mae", "rmse")
     order = np.argsort(-values if lower_is_better else values, kind="stable")  # worst first
-    fig = _new_figure((7.0, min(1.2 + 0.32 * len(names), 30.0)))
+    fig = new_figure((7.0, min(1.2 + 0.32 * len(names), 30.0)))
     ax = fig.add_subplot(1, 1, 1)
     positions = np.arange(len(names))
     ax.barh(positions, values[order], color="C0")
@@ -396,7 +406,7 @@ def plot_per_class(
         ax.text(float(value), float(pos), f" {label}", va="center", fontsize="small")
     ax.set_title(f"Per-class {metric} ({report.task}, {report.num_examples} examples)")
     ax.grid(axis="x", alpha=0.3)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) -> Figure:
@@ -444,7 +454,7 @@ def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) ->
     confidence = np.asarray(cal["confidence"], dtype=np.float64)
     width = np.diff(edges)
     filled = count > 0
-    fig = _new_figure((5.5, 6.5))
+    fig = new_figure((5.5, 6.5))
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1))
     ax = fig.add_subplot(grid[0])
     ax.bar(
@@ -482,7 +492,7 @@ def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) ->
     below.bar(edges[:-1], count, width=width, align="edge", color="0.5", edgecolor="white")
     below.set_xlabel("confidence (probability of the predicted class)")
     below.set_ylabel("count")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ------------------------------------------------------------------ examples
@@ -490,10 +500,11 @@ def plot_reliability(report: Any, path: str | os.PathLike[str] | None = None) ->
 
 def _predictions(result: Any, data: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """``(adapter, y_true indices, probabilities (N, K))`` of ``result`` on ``data``."""
-    _single_label(getattr(result, "task", None) or "?", "Plotting examples")
+    task = getattr(result, "task_object", None) or getattr(result, "task", None) or "?"
+    _single_label(task, "Plotting examples")
     from finetunekit.data import as_adapter
 
-    adapter = as_adapter(data, task=result.task, class_names=result.class_names)
+    adapter = as_adapter(data, task=task, class_names=result.class_names)
     y_true = np.asarray(adapter.targets()).reshape(-1).astype(np.int64)
     probs = np.asarray(result.model.predict(adapter.inputs_dataset(64), verbose=0))
     temperature = float(getattr(result, "temperature", 1.0))
@@ -550,7 +561,7 @@ def _example_grid(
     images: list[np.ndarray], titles: list[str], suptitle: str, colors: list[str]
 ) -> Figure:
     rows, cols = _grid(len(images))
-    fig = _new_figure((2.6 * cols, 2.9 * rows))
+    fig = new_figure((2.6 * cols, 2.9 * rows))
     for i, (image, title, color) in enumerate(zip(images, titles, colors, strict=True)):
         ax = fig.add_subplot(rows, cols, i + 1)
         picture, cmap = _as_image(image)
@@ -609,7 +620,7 @@ def plot_most_confused(
                 chosen.append((ids[depth], pair, len(ids)))
         depth += 1
     if not chosen:
-        fig = _new_figure((5.0, 2.0))
+        fig = new_figure((5.0, 2.0))
         fig.text(
             0.5,
             0.5,
@@ -617,7 +628,7 @@ def plot_most_confused(
             ha="center",
             va="center",
         )
-        return _finish(fig, path)
+        return finish_figure(fig, path)
     images = _gather(adapter, [i for i, _, _ in chosen])
     titles = [f"{names[t]} -> {names[p]} ({n}x)\np={probs[i, p]:.2f}" for i, (t, p), n in chosen]
     fig = _example_grid(
@@ -626,7 +637,7 @@ def plot_most_confused(
         f"Most confused pairs ({len(wrong)} mistakes of {len(y_true)})",
         ["C3"] * len(titles),
     )
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_top_losses(
@@ -669,4 +680,4 @@ def plot_top_losses(
     ]
     colors = ["C3" if y_hat[i] != y_true[i] else "black" for i in top]
     fig = _example_grid(images, titles, "Top losses (true / predicted)", colors)
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from finetunekit.errors import LabelError, LoadError, format_error
+from finetunekit.errors import FineTuneError, LabelError, LoadError, format_error
 
 __all__ = ["FineTuneResult", "load", "METADATA_NAME"]
 
@@ -26,7 +25,8 @@ class FineTuneResult:
 
     Attributes:
         model: a plain ``keras.Model`` that takes the user's RAW inputs.
-        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        task: the task's name: ``"multiclass"``, ``"binary"``, ``"multilabel"``,
+            ``"regression"`` or a user task's (see :attr:`task_object`).
         class_names: class names in output order (``[]`` for regression).
         history: Keras-style ``{metric: [value per epoch]}`` over all phases,
             with ``"phase"`` and ``"epoch"`` columns.
@@ -36,6 +36,8 @@ class FineTuneResult:
         recipe: the ``FineTuner.get_config()`` that produced it, when serialisable.
         temperature: the softmax / sigmoid temperature fitted by :meth:`calibrate`
             (1.0: uncalibrated); :meth:`predict` and :meth:`evaluate` apply it.
+        task_config: the task's ``get_config()`` (``{}`` for the built-ins);
+            saved, so ``load`` rebuilds the same task.
     """
 
     model: keras.Model
@@ -48,6 +50,18 @@ class FineTuneResult:
     recipe: dict[str, Any] | None = None
     evaluator_config: dict[str, Any] | None = None
     temperature: float = 1.0
+    task_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_object(self) -> Any:
+        """The :class:`~finetunekit.Task` of the result (rebuilt from ``task`` and ``task_config``).
+
+        Raises:
+            LabelError: a user task whose module is not imported in this process.
+        """
+        from finetunekit.tasks.base import deserialize
+
+        return deserialize({"name": self.task, "config": self.task_config})
 
     # ------------------------------------------------------------------ use
     def predict(self, x: Any, batch_size: int = 64) -> np.ndarray:
@@ -101,28 +115,20 @@ class FineTuneResult:
         return calibrate_result(self, validation_data, batch_size)
 
     def predict_classes(self, x: Any, batch_size: int = 64) -> list[Any]:
-        """Returns predicted class names (classification only).
+        """Returns predicted class names (tasks with labels: ``Task.predict_labels``).
 
         Multiclass: the arg-max class; binary: ``class_names[1]`` when the
         probability is >= 0.5; multilabel: the list of classes >= 0.5.
-        """
-        if self.task not in ("multiclass", "binary", "multilabel"):
-            from finetunekit.errors import EvaluationError
 
-            raise EvaluationError(
-                format_error(
-                    "predict_classes needs a classification result",
-                    expected="task multiclass, binary or multilabel",
-                    received={"task": self.task},
-                    fix="Use predict() for regression",
-                )
-            )
-        probs = self.predict(x, batch_size)
-        if self.task == "multiclass":
-            return [self.class_names[i] for i in probs.argmax(-1)]
-        if self.task == "binary":
-            return [self.class_names[int(p >= 0.5)] for p in probs.reshape(-1)]
-        return [[c for c, p in zip(self.class_names, row) if p >= 0.5] for row in probs]
+        Raises:
+            EvaluationError: for tasks without labels (regression), before predicting.
+        """
+        from finetunekit.tasks.base import Task
+
+        task = self.task_object
+        if type(task).predict_labels is Task.predict_labels:  # no labels: raise before predicting
+            task.predict_labels(np.zeros((0, 1)), list(self.class_names))
+        return list(task.predict_labels(self.predict(x, batch_size), list(self.class_names)))
 
     def evaluate(self, data: Any, evaluator: Any = None, *, thresholds: Any = None) -> Any:
         """Evaluates the model on ``data`` (an adapter or ``(x, y)``).
@@ -151,7 +157,11 @@ class FineTuneResult:
             model = TemperatureScaled(self.model, self.temperature)
         try:
             return evaluator.evaluate(
-                model, data, task=self.task, class_names=class_names, thresholds=thresholds
+                model,
+                data,
+                task=self.task_object,
+                class_names=class_names,
+                thresholds=thresholds,
             )
         except LabelError as exc:  # say which classes the model knows
             shown = list(self.class_names[:10]) + (["..."] if len(self.class_names) > 10 else [])
@@ -184,6 +194,7 @@ class FineTuneResult:
         return {
             "format_version": _FORMAT_VERSION,
             "task": self.task,
+            "task_config": _jsonable(self.task_config),
             "class_names": list(self.class_names),
             "history": _jsonable(self.history),
             "timings": _jsonable(self.timings),
@@ -225,19 +236,13 @@ class FineTuneResult:
         return path
 
     def _write(self, path: str) -> None:
-        """Writes the model and metadata to ``path`` atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ftk-", suffix=".keras", dir=folder)
-        os.close(fd)
-        try:
+        """Writes the model and metadata to ``path`` atomically (``finetunekit.files``)."""
+        from finetunekit.files import atomic_path
+
+        with atomic_path(path, suffix=".keras") as tmp:
             self.merge_lora().model.save(tmp)  # LoRA adapters folded in: a plain model
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_NAME, json.dumps(self.metadata()))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def export(
         self,
@@ -346,9 +351,25 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
                 fix="Save the result again",
             )
         ) from exc
+    from finetunekit.tasks.base import deserialize
+
+    try:  # a user task must be importable (registered) here, as Keras custom layers must
+        task = deserialize({"name": meta["task"], "config": meta.get("task_config") or {}})
+    except FineTuneError as exc:
+        raise LoadError(
+            format_error(
+                f"The model was trained for task {meta['task']!r}, which this process does "
+                f"not know ({str(exc).split('.')[0]})",
+                expected="the task's class registered: import the module that defines it",
+                received={"path": path, "task": meta["task"]},
+                fix="Import the module defining the Task subclass (its name attribute is "
+                f"{meta['task']!r}) before calling ftk.load",
+            )
+        ) from exc
     return FineTuneResult(
         model=model,
-        task=meta["task"],
+        task=task.name,
+        task_config=task.get_config(),
         class_names=list(meta.get("class_names", [])),
         history=meta.get("history", {}),
         timings=meta.get("timings", {}),

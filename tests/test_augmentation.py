@@ -131,8 +131,8 @@ def test_contrast_range_follows_raw_float_inputs() -> None:
         .with_backbone(backbone)
         .with_trainer(ftk.Trainer(augment={"contrast": 0.3}, epochs=1))
     )
-    train, _, units = tuner._prepare()
-    model, _, _ = tuner.build_model(train, units)
+    prepared = tuner.prepare()
+    model = tuner.build_model(prepared.train, prepared.units).model
     low, high = model.get_layer("augmentation").layers[0].value_range
     assert (low, high) == (float(floats.min()), float(floats.max()))
 
@@ -143,8 +143,8 @@ def test_inference_is_deterministic_and_equals_the_model_without_augmentation(
     x, _ = _images()
     model = fitted.model
     plain = _tuner(None)
-    train, _, units = plain._prepare()
-    twin, _, _ = plain.build_model(train, units)
+    prepared = plain.prepare()
+    twin = plain.build_model(prepared.train, prepared.units).model
     for layer in twin.layers:  # same weights, layer by layer
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
@@ -201,8 +201,8 @@ def test_clips_get_one_transform_for_all_their_frames() -> None:
     tuner = _tuner(
         {"flip": "horizontal", "rotation": 0.2, "zoom": 0.2, "contrast": 0.3}, (clips, y)
     )
-    train, _, units = tuner._prepare()
-    model, _, _ = tuner.build_model(train, units)
+    prepared = tuner.prepare()
+    model = tuner.build_model(prepared.train, prepared.units).model
     frames = keras.Model(model.inputs, model.get_layer("augmentation_unstack_frames").output)
     out = np.asarray(frames(clips, training=True)).reshape(6, 4, 16, 16, 3)
     for clip in out:  # every frame of a clip transformed alike

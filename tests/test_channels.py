@@ -112,7 +112,8 @@ def test_application_with_pretrained_weights_file(tmp_path: Path) -> None:
     )
     x = _images((32, 32), n=4).round().astype("uint8")  # raw (H, W) grayscale, 0-255
     data = ftk.DatasetAdapter.from_arrays(x, np.arange(4) % 2)
-    _, gray, info = ftk.FineTuner().with_data(data).with_backbone(bb).build_model(data, 1)
+    built = ftk.FineTuner().with_data(data).with_backbone(bb).build_model(data, 1)
+    gray, info = built.backbone_model, built.info
     assert tuple(gray.inputs[0].shape) == (None, 32, 32, 1) and info["adapt_channels"]
     # Rescaling (scalar) before the first conv is fine; features match the RGB network's
     x = x[..., None].astype("float32")

@@ -44,11 +44,14 @@ class BuiltBackbone:
         features: the symbolic feature tensor (backbone output).
         model: the backbone as a nested ``keras.Model`` named ``"backbone"``.
         info: facts about the adaptation (input size, range, preprocessing).
+        lora_targets: the layers LoRA adapts by default (``Trainer(lora_layers=
+            "auto")``), or ``None``: every supported layer kind.
     """
 
     features: Any
     model: keras.Model
     info: dict[str, Any] = field(default_factory=dict)
+    lora_targets: list[Any] | None = None
 
 
 def keras_cache_dir() -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from typing import Any
 
 import keras
 from keras import ops
 
+from finetunekit import _compat
 from finetunekit.backbones.backbone import Backbone, BuiltBackbone
 from finetunekit.errors import (
     ArgumentTypeError,
@@ -238,9 +240,10 @@ class TextBackbone(Backbone):
             longer texts are truncated, shorter ones padded.
         pooling: ``"cls"`` (the first token) or ``"mean"`` (average over real
             tokens; the usual choice for sentence-embedding checkpoints).
-        lora_rank: when set, LoRA adapters of this rank on the attention
-            query/value projections (``enable_lora``); fine-tuning (phase 2)
-            then trains only the adapters and the head.
+        lora_rank: deprecated: pass ``Trainer(lora_rank=...)``, which puts the
+            adapters on this encoder's attention query / value projections by
+            default. Still works: it becomes the Trainer's ``lora_rank`` when
+            the Trainer has a fine-tuning phase.
         load_weights: ``True`` for the pretrained weights, ``False`` for the
             same architecture randomly initialised (training from scratch).
 
@@ -307,6 +310,14 @@ class TextBackbone(Backbone):
                     received={"lora_rank": lora_rank},
                     fix="Pass lora_rank=4, or None to fine-tune every weight",
                 )
+            )
+        if lora_rank is not None:
+            warnings.warn(
+                "Backbone.from_preset(lora_rank=...) is deprecated: pass Trainer(lora_rank=...) "
+                "(LoRA's settings live on the Trainer; a text encoder's attention query/value "
+                "projections are its default targets)",
+                DeprecationWarning,
+                stacklevel=3,
             )
         if not isinstance(load_weights, bool):
             raise ArgumentTypeError(
@@ -377,28 +388,6 @@ class TextBackbone(Backbone):
         return encoder, preprocessor
 
     def _wrap(self, encoder: Any) -> keras.Model:
-        if self.lora_rank is not None:
-            try:
-                encoder.enable_lora(self.lora_rank)
-            except Exception as exc:
-                raise BackboneError(
-                    format_error(
-                        f"LoRA could not be enabled on {self.name!r} ({str(exc)[:200]})",
-                        expected="a KerasHub encoder with attention query/value layers",
-                        received={"lora_rank": self.lora_rank},
-                        fix="Pass lora_rank=None to fine-tune every weight",
-                    )
-                ) from exc
-            if not getattr(encoder, "_lora_enabled_layers", None):
-                raise BackboneError(
-                    format_error(
-                        f"{self.name!r} has no attention layers LoRA knows how to adapt",
-                        expected="query/value projection layers (BERT family and most "
-                        "KerasHub transformers)",
-                        received={"lora_rank": self.lora_rank},
-                        fix="Pass lora_rank=None",
-                    )
-                )
         inputs = encoder.input
         outputs = encoder.output
         seq = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
@@ -453,6 +442,9 @@ class TextBackbone(Backbone):
         if isinstance(model.input, dict):
             x = {name: x[name] for name in model.input}
         features = model(x, training=False)
+        names = set(encoder.default_lora_layer_names())  # KerasHub's own LoRA targets
+        sublayers: Any = _compat.flatten_layers(encoder) or []
+        lora_targets = [layer for layer in sublayers if layer.name in names and layer.weights]
         info = {
             "backbone": self.name,
             "source": "preset",
@@ -466,7 +458,7 @@ class TextBackbone(Backbone):
             "weights": "pretrained" if self.load_weights else "random",
             "feature_dim": int(features.shape[-1]),
         }
-        return BuiltBackbone(features=features, model=model, info=info)
+        return BuiltBackbone(features=features, model=model, info=info, lora_targets=lora_targets)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

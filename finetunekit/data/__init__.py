@@ -14,6 +14,7 @@ Examples:
 """
 
 from finetunekit.data.adapter import DatasetAdapter, as_adapter, check_compatible
-from finetunekit.data.labels import TASKS, LabelEncoding
+from finetunekit.tasks.base import BUILT_IN as TASKS
+from finetunekit.tasks.labels import LabelEncoding
 
 __all__ = ["DatasetAdapter", "as_adapter", "check_compatible", "TASKS", "LabelEncoding"]

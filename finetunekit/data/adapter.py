@@ -17,13 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from finetunekit.data.generators import generator_dataset
-from finetunekit.data.labels import (
-    LabelEncoding,
-    encode_labels,
-    reencode,
-    validate_class_names,
-    validate_task,
-)
 from finetunekit.data.sources import (
     COLOR_CHANNELS,
     ArraySource,
@@ -46,6 +39,15 @@ from finetunekit.data.text import (
     is_text_like,
 )
 from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
+from finetunekit.tasks.base import Task
+from finetunekit.tasks.labels import (
+    LabelEncoding,
+    encode_targets,
+    reencode,
+    task_of,
+    validate_class_names,
+    validate_task,
+)
 
 __all__ = ["DatasetAdapter", "as_adapter", "check_compatible"]
 
@@ -172,7 +174,7 @@ class DatasetAdapter:
         x: Any,
         y: Any,
         *,
-        task: str | None = None,
+        task: str | Task | None = None,
         class_names: list[str] | tuple[str, ...] | None = None,
     ) -> DatasetAdapter:
         """Wraps in-memory inputs and labels (no copy of ``x`` beyond ``np.asarray``).
@@ -184,7 +186,9 @@ class DatasetAdapter:
             y: N labels: ints, strings, bools, one-hot / multi-hot rows or float
                 targets (see the class docstring for the inference rules).
             task: ``"multiclass"``, ``"binary"``, ``"multilabel"``,
-                ``"regression"`` or None to infer it from ``y``.
+                ``"regression"``, a :class:`~finetunekit.Task` object (your own
+                kind of target, see ``docs/tasks.md``) or None to infer it
+                from ``y``.
             class_names: The classes in index order (string labels are mapped
                 into it; ints index it). For regression: target names.
 
@@ -229,7 +233,7 @@ class DatasetAdapter:
                     fix="Check that x and y come from the same examples, in the same order",
                 )
             )
-        targets, encoding = encode_labels(y, task=task, class_names=names, name="y")
+        targets, encoding = encode_targets(y, task=task, class_names=names, name="y")
         check_finite_inputs(x_arr)
         return cls._create(ArraySource(x_arr), targets, encoding)
 
@@ -239,7 +243,7 @@ class DatasetAdapter:
         texts: Any,
         y: Any,
         *,
-        task: str | None = None,
+        task: str | Task | None = None,
         class_names: list[str] | tuple[str, ...] | None = None,
     ) -> DatasetAdapter:
         """Wraps raw texts (one string per example) and their labels.
@@ -280,7 +284,7 @@ class DatasetAdapter:
         second: Any,
         y: Any,
         *,
-        task: str | None = None,
+        task: str | Task | None = None,
         class_names: list[str] | tuple[str, ...] | None = None,
     ) -> DatasetAdapter:
         """Wraps sentence pairs (matching, answer selection, entailment) and their labels.
@@ -315,7 +319,7 @@ class DatasetAdapter:
 
     @classmethod
     def _from_text_array(
-        cls, texts: np.ndarray, y: Any, *, task: str | None, class_names: list[str] | None
+        cls, texts: np.ndarray, y: Any, *, task: Task | None, class_names: list[str] | None
     ) -> DatasetAdapter:
         if _not_a_label_sequence(y):
             raise ArgumentTypeError(
@@ -335,7 +339,7 @@ class DatasetAdapter:
                     fix="Check that the texts and labels come from the same examples",
                 )
             )
-        targets, encoding = encode_labels(y, task=task, class_names=class_names, name="y")
+        targets, encoding = encode_targets(y, task=task, class_names=class_names, name="y")
         return cls._create(from_str_array(texts), targets, encoding)
 
     @classmethod
@@ -343,7 +347,7 @@ class DatasetAdapter:
         cls,
         generator: Any,
         *,
-        task: str | None = None,
+        task: str | Task | None = None,
         class_names: list[str] | tuple[str, ...] | None = None,
     ) -> DatasetAdapter:
         """Wraps a generator function yielding ``(x, y)`` examples (e.g. clips read from disk).
@@ -387,7 +391,7 @@ class DatasetAdapter:
         cls,
         ds: tf.data.Dataset,
         *,
-        task: str | None = None,
+        task: str | Task | None = None,
         class_names: list[str] | tuple[str, ...] | None = None,
         batched: bool | None = None,
     ) -> DatasetAdapter:
@@ -439,7 +443,7 @@ class DatasetAdapter:
                 stacklevel=2,
             )
         labels = read_tf_labels(pairs, batched, ds)
-        targets, encoding = encode_labels(labels, task=task, class_names=names, name="ds.y")
+        targets, encoding = encode_targets(labels, task=task, class_names=names, name="ds.y")
         source = TFDataSource(examples, x_spec, len(labels))
         return cls._create(source, targets, encoding, reshuffles=reshuffles)
 
@@ -451,7 +455,7 @@ class DatasetAdapter:
         image_size: tuple[int, int] | int = (224, 224),
         color_mode: str = "rgb",
         class_names: list[str] | tuple[str, ...] | None = None,
-        task: str | None = None,
+        task: str | Task | None = None,
         interpolation: str = "bilinear",
         validate: bool = False,
     ) -> DatasetAdapter:
@@ -518,12 +522,12 @@ class DatasetAdapter:
             )
         validate = _check_bool(validate, "validate")
         task = validate_task(task)
-        if task not in (None, "multiclass", "binary"):
+        if task is not None and not task.single_label:
             raise LabelError(
                 format_error(
-                    f'from_directory cannot build task="{task}": each image has one class',
+                    f'from_directory cannot build task="{task.name}": each image has one class',
                     expected='task=None, "multiclass" or "binary"',
-                    received={"task": task},
+                    received={"task": task.name},
                     fix="Use from_arrays / from_tf_dataset for multi-label or regression targets",
                 )
             )
@@ -566,7 +570,7 @@ class DatasetAdapter:
                         fix="Delete or re-save those files",
                     )
                 )
-        targets, encoding = encode_labels(
+        targets, encoding = encode_targets(
             labels, task=task, class_names=folder_names, name="path", check_single_class=False
         )
         source = DirectorySource(
@@ -582,13 +586,26 @@ class DatasetAdapter:
 
     @property
     def task(self) -> str:
-        """``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``."""
+        """The task's name: ``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``
+        or a user task's name (see :mod:`finetunekit.tasks`)."""
         return self._encoding.task
 
     @property
+    def task_object(self) -> Task:
+        """The :class:`~finetunekit.Task` that knows these targets.
+
+        Examples:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_arrays(np.zeros((3, 2)), [0, 1, 2])
+            >>> data.task_object.activation
+            'softmax'
+        """
+        return task_of(self._encoding)
+
+    @property
     def num_classes(self) -> int | None:
-        """K for multiclass/multilabel, 2 for binary, None for regression."""
-        return self._encoding.num_classes
+        """K for multiclass/multilabel, 2 for binary, None for tasks without classes."""
+        return self.task_object.num_classes(self._encoding)
 
     @property
     def class_names(self) -> list[str]:
@@ -608,7 +625,7 @@ class DatasetAdapter:
     @property
     def target_dim(self) -> int:
         """Width of the batch targets: K, 1 (binary) or D (regression)."""
-        return self._encoding.target_dim
+        return self.task_object.target_dim(self._encoding)
 
     @property
     def source(self) -> str:
@@ -625,7 +642,7 @@ class DatasetAdapter:
 
     def __repr__(self) -> str:
         names = self._encoding.class_names
-        if self.task == "regression":
+        if not self.task_object.has_classes:
             classes = f"target_dim={self.target_dim}"
         elif len(names) <= 6:
             classes = f"classes={list(names)}"
@@ -645,28 +662,14 @@ class DatasetAdapter:
         For multilabel data: the number of examples carrying each label.
 
         Raises:
-            DataError: The task is regression.
+            DataError: The task has no classes (regression).
 
         Examples:
             >>> import numpy as np
             >>> DatasetAdapter.from_arrays(np.zeros((3, 2)), ["b", "a", "b"]).class_counts()
             {'a': 1, 'b': 2}
         """
-        if self.task == "regression":
-            raise DataError(
-                format_error(
-                    "class_counts() is not defined for regression data",
-                    expected='a classification task ("multiclass", "binary", "multilabel")',
-                    received={"task": self.task},
-                    fix="Inspect targets() instead",
-                )
-            )
-        names = self._encoding.class_names
-        if self.task == "multilabel":
-            counts = (self._targets > 0.5).sum(axis=0)
-        else:
-            counts = np.bincount(self._targets, minlength=len(names))
-        return {n: int(c) for n, c in zip(names, counts, strict=True)}
+        return self.task_object.class_counts(self._targets, list(self._encoding.class_names))
 
     def targets(self) -> np.ndarray:
         """The stored targets (a copy), in example order; see the class docstring.
@@ -677,6 +680,20 @@ class DatasetAdapter:
             array([1, 0, 1])
         """
         return self._targets.copy()
+
+    def relabelled(self, task: Task | None, class_names: list[str] | None) -> DatasetAdapter:
+        """The same examples with their targets mapped onto ``task`` / ``class_names``.
+
+        Lossless only, by class name (see :func:`finetunekit.tasks.labels.reencode`);
+        the inputs are shared, not copied.
+
+        Raises:
+            LabelError: the classes or the task cannot be mapped.
+        """
+        targets, encoding = reencode(
+            self._targets, self._encoding, task=task, class_names=class_names
+        )
+        return DatasetAdapter._create(self._source, targets, encoding, reshuffles=self._reshuffles)
 
     # ------------------------------------------------------------------ splitting
 
@@ -730,7 +747,12 @@ class DatasetAdapter:
                     "reshuffle_each_iteration=False) and use as_dataset(shuffle=True)",
                 )
             )
-        rest, held = split_indices(self._targets, self.task, self.num_classes, fraction, seed)
+        rest, held = split_indices(
+            self._targets,
+            self.num_classes if self.task_object.single_label else None,
+            fraction,
+            seed,
+        )
         return self._subset(rest), self._subset(held)
 
     # ------------------------------------------------------------------ datasets
@@ -838,7 +860,7 @@ class DatasetAdapter:
                     received={"data": self},
                 )
             )
-        from finetunekit.data.labels import stored_to_batch_tf
+        from finetunekit.tasks.labels import stored_to_batch_tf
 
         order = self._source.order(batch_size, shuffle, seed)
         encoding = self._encoding
@@ -896,7 +918,7 @@ def _check_image_size(image_size: Any) -> tuple[int, int]:
 def as_adapter(
     obj: Any,
     *,
-    task: str | None = None,
+    task: str | Task | None = None,
     class_names: list[str] | tuple[str, ...] | None = None,
 ) -> DatasetAdapter:
     """Turns what a user passes as data into a :class:`DatasetAdapter`.
@@ -921,10 +943,10 @@ def as_adapter(
     task = validate_task(task)
     names = validate_class_names(class_names)
     if isinstance(obj, DatasetAdapter):
-        if (task is None or task == obj.task) and (names is None or names == obj.class_names):
+        same_task = task is None or task == obj.task_object
+        if same_task and (names is None or names == obj.class_names):
             return obj
-        targets, encoding = reencode(obj._targets, obj._encoding, task=task, class_names=names)
-        return DatasetAdapter._create(obj._source, targets, encoding, reshuffles=obj._reshuffles)
+        return obj.relabelled(task, names)
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         return DatasetAdapter.from_arrays(obj[0], obj[1], task=task, class_names=names)
     if isinstance(obj, tf.data.Dataset):
@@ -999,7 +1021,7 @@ def check_compatible(
                 "as_adapter(data, class_names=train.class_names)",
             )
         )
-    if train.task != "regression":
+    if train.task_object.has_classes:
         train_counts = train.class_counts()
         unseen = [c for c, k in validation.class_counts().items() if k and not train_counts[c]]
         if unseen:

@@ -11,7 +11,7 @@ Three sources share one small internal interface (``__len__``, ``input_shape``,
   and resized per example, in parallel, only while iterating.
 
 Labels never live here: the adapter owns the (small) stored targets and the
-:class:`~finetunekit.data.labels.LabelEncoding`.
+:class:`~finetunekit.tasks.labels.LabelEncoding`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from finetunekit.data.labels import LabelEncoding, raw_to_stored_tf, stored_to_batch_tf
+from finetunekit import _compat
 from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
+from finetunekit.tasks.labels import LabelEncoding, raw_to_stored_tf, stored_to_batch_tf
 
 __all__ = [
     "ArraySource",
@@ -308,7 +309,7 @@ def _walk_datasets(ds: Any, limit: int = 200) -> list[Any]:
         d = stack.pop()
         seen.append(d)
         try:
-            stack.extend(d._inputs())
+            stack.extend(_compat.dataset_inputs(d))
         except Exception:  # noqa: BLE001 - private API; stop walking this branch
             pass
     return seen
@@ -323,7 +324,7 @@ def reshuffles_each_iteration(ds: tf.data.Dataset) -> bool:
     """
     for d in _walk_datasets(ds):
         if type(d).__name__ in ("_ShuffleDataset", "ShuffleDataset"):
-            flag = getattr(d, "_reshuffle_each_iteration", True)
+            flag = _compat.dataset_reshuffles(d)
             try:
                 if bool(np.asarray(flag)):
                     return True
@@ -354,7 +355,7 @@ def _ends_with_batch(ds: tf.data.Dataset) -> bool:
                 return True
             if name not in _PASSTHROUGH:
                 return False
-            d = d._inputs()[0]
+            d = _compat.dataset_inputs(d)[0]
     except Exception:  # noqa: BLE001 - private API
         return False
     return False
@@ -529,7 +530,7 @@ def random_ops(ds: tf.data.Dataset) -> list[str]:
     try:
         from tensorflow.core.framework import graph_pb2
 
-        graph = graph_pb2.GraphDef.FromString(ds._as_serialized_graph().numpy())
+        graph = graph_pb2.GraphDef.FromString(_compat.dataset_serialized_graph(ds).numpy())
     except Exception:  # noqa: BLE001 - best effort
         return []
     nodes = list(graph.node)

@@ -74,29 +74,28 @@ def _allocate(counts: np.ndarray, fraction: float, rng: np.random.Generator) -> 
 
 def split_indices(
     targets: np.ndarray,
-    task: str,
-    num_classes: int | None,
+    strata: int | None,
     fraction: float,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits ``range(len(targets))`` into sorted ``(rest, held_out)`` index arrays.
 
-    Stratified by class for multiclass / binary, random otherwise; the same
-    ``seed`` always gives the same split.
+    Stratified by class when ``strata`` gives the number of classes of
+    single-label targets (class indices), random when it is ``None``; the
+    same ``seed`` always gives the same split.
 
     Raises:
         DataError: One of the parts would be empty.
 
     Examples:
-        >>> rest, held = split_indices(np.array([0, 0, 1, 1]), "binary", 2, 0.5, seed=0)
+        >>> rest, held = split_indices(np.array([0, 0, 1, 1]), 2, 0.5, seed=0)
         >>> len(rest), len(held)
         (2, 2)
     """
     n = len(targets)
     rng = np.random.default_rng(seed)
-    if task in ("multiclass", "binary"):
-        assert num_classes is not None
-        groups = [np.flatnonzero(targets == c) for c in range(num_classes)]
+    if strata is not None:
+        groups = [np.flatnonzero(targets == c) for c in range(strata)]
         counts = np.array([len(g) for g in groups], dtype=np.int64)
         quota = _allocate(counts, fraction, rng)
         held_parts = [rng.permutation(g)[:q] for g, q in zip(groups, quota, strict=True) if q]
@@ -109,7 +108,7 @@ def split_indices(
     if len(held) == 0 or len(rest) == 0:
         why = (
             "every class has a single example"
-            if task in ("multiclass", "binary") and n >= 2
+            if strata is not None and n >= 2
             else f"there are only {n} example(s)"
         )
         raise DataError(

@@ -369,7 +369,8 @@ def calibrate_result(result: Any, validation_data: Any, batch_size: int = 64) ->
         >>> calibrate_result(result, (x_val, y_val))["temperature"]  # doctest: +SKIP
         1.83
     """
-    if result.task not in ("multiclass", "binary"):
+    task = result.task_object
+    if not (task.has_classes and task.single_label):
         raise EvaluationError(
             format_error(
                 f"Temperature scaling needs a single-label classifier, not task '{result.task}'",
@@ -380,7 +381,7 @@ def calibrate_result(result: Any, validation_data: Any, batch_size: int = 64) ->
         )
     from finetunekit.data import as_adapter
 
-    adapter = as_adapter(validation_data, task=result.task, class_names=result.class_names)
+    adapter = as_adapter(validation_data, task=task, class_names=result.class_names)
     y_true = np.asarray(adapter.targets()).reshape(-1).astype(np.int64)
     if len(y_true) == 0:
         fit_temperature(y_true, np.zeros((0, 1)))  # raises the empty-data error

@@ -19,6 +19,7 @@ NAME_WIDTH = 24
 #: Width at which class names are cut in confusion-matrix column headers.
 MATRIX_NAME_WIDTH = 8
 
+#: The headline metric of reports rebuilt from dicts that predate ``headline``.
 _HEADLINE = {
     "multiclass": "accuracy",
     "binary": "accuracy",
@@ -74,7 +75,8 @@ class EvaluationReport:
     :meth:`Evaluator.compute`; users only read them.
 
     Attributes:
-        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        task: the task's name (``"multiclass"``, ``"binary"``, ``"multilabel"``,
+            ``"regression"`` or a user task's name).
         metrics: Headline metrics, name -> float (e.g. ``"accuracy"``,
             ``"f1_macro"``, ``"top_5_accuracy"``, ``"roc_auc"``, ``"mse"``).
         per_class: Class (or label / target) name -> dict of scores
@@ -96,6 +98,7 @@ class EvaluationReport:
             "accuracy": fraction correct per bin, "count": predictions per
             bin}``; ``metrics["ece"]`` is the expected calibration error they
             give. See :mod:`finetunekit.evaluation.calibration`.
+        headline: the name of the main metric (the task's ``headline_metric``).
 
     Examples:
         >>> import numpy as np
@@ -117,6 +120,7 @@ class EvaluationReport:
         num_examples: int,
         thresholds: list[float] | None = None,
         calibration: dict[str, list[Any]] | None = None,
+        headline: str | None = None,
     ) -> None:
         """Stores the results; see the class docstring for the fields.
 
@@ -138,6 +142,12 @@ class EvaluationReport:
         self.calibration = (
             None if calibration is None else {k: list(v) for k, v in calibration.items()}
         )
+        self.headline = headline or _HEADLINE.get(task) or next(iter(self.metrics), "")
+
+    @property
+    def _single_label(self) -> bool:
+        """Whether the report has a (K, K) confusion matrix (multiclass / binary)."""
+        return self.confusion_matrix is not None and self.confusion_matrix.ndim == 2
 
     # ------------------------------------------------------------------ API
 
@@ -175,7 +185,7 @@ class EvaluationReport:
                     fix="Pass e.g. k=5.",
                 )
             )
-        if self.task not in ("multiclass", "binary") or self.confusion_matrix is None:
+        if not self._single_label or self.confusion_matrix is None:
             raise EvaluationError(
                 format_error(
                     f"most_confused() needs a single-label classification report, but this "
@@ -202,8 +212,8 @@ class EvaluationReport:
         Returns:
             A dict with keys ``task``, ``num_examples``, ``class_names``,
             ``metrics``, ``per_class``, ``confusion_matrix`` (nested lists or
-            ``None``), ``thresholds`` and ``calibration`` (reliability bins or
-            ``None``).
+            ``None``), ``thresholds``, ``calibration`` (reliability bins or
+            ``None``) and ``headline``.
 
         Examples:
             >>> import json
@@ -223,6 +233,7 @@ class EvaluationReport:
             "confusion_matrix": _plain(self.confusion_matrix),
             "thresholds": _plain(self.thresholds),
             "calibration": _plain(self.calibration),
+            "headline": self.headline,
         }
 
     @classmethod
@@ -276,6 +287,7 @@ class EvaluationReport:
             num_examples=data["num_examples"],
             thresholds=data.get("thresholds"),
             calibration=data.get("calibration"),
+            headline=data.get("headline"),
         )
 
     # ------------------------------------------------------------- printing
@@ -283,10 +295,9 @@ class EvaluationReport:
     def __repr__(self) -> str:
         """A one-line summary, e.g. ``EvaluationReport(task='binary', num_examples=10, ...)``."""
         parts = [f"task={self.task!r}", f"num_examples={self.num_examples}"]
-        if self.task != "regression":
+        if self.confusion_matrix is not None:
             parts.append(f"num_classes={len(self.class_names)}")
-        headline = _HEADLINE.get(self.task)
-        for name in (headline, "loss"):
+        for name in dict.fromkeys((self.headline, "loss")):
             if name in self.metrics:
                 parts.append(f"{name}={self.metrics[name]:.4f}")
         return f"EvaluationReport({', '.join(parts)})"
@@ -294,7 +305,9 @@ class EvaluationReport:
     def __str__(self) -> str:
         """A readable report: headline metrics, per-class table and confusion matrix."""
         title = f"EvaluationReport: {self.task}, {self.num_examples} examples"
-        if self.task == "binary" and self.thresholds and len(self.class_names) == 2:
+        binary = self._single_label and self.thresholds and len(self.thresholds) == 1
+        if binary and len(self.class_names) == 2:
+            assert self.thresholds is not None
             title += f" (positive: {self.class_names[1]!r} when prob >= {self.thresholds[0]:g})"
         lines = [title, ""]
         lines.append("Metrics")
@@ -302,11 +315,11 @@ class EvaluationReport:
         for name, value in self.metrics.items():
             lines.append(f"  {name.ljust(width)}  {_number(value)}")
         lines += self._calibration_lines()
-        if self.task == "regression":
-            lines += self._regression_lines()
+        if self.confusion_matrix is None:
+            lines += self._values_lines()
         else:
             lines += self._per_class_lines()
-            if self.task == "multilabel":
+            if self.confusion_matrix.ndim == 3:
                 lines += self._multilabel_matrix_lines()
             else:
                 lines += self._matrix_lines()
@@ -334,7 +347,7 @@ class EvaluationReport:
 
     def _per_class_lines(self) -> list[str]:
         """The per-class precision / recall / F1 / support table."""
-        multilabel = self.task == "multilabel"
+        multilabel = self.confusion_matrix is not None and self.confusion_matrix.ndim == 3
         header = ["label" if multilabel else "class", "precision", "recall", "f1", "support"]
         if multilabel:
             header.append("threshold")
@@ -426,11 +439,11 @@ class EvaluationReport:
             )
         return ["", "Per-label confusion counts", *_table(["label", "tp", "fp", "fn", "tn"], rows)]
 
-    def _regression_lines(self) -> list[str]:
-        """The per-target table of multi-target regression reports."""
+    def _values_lines(self) -> list[str]:
+        """The per-target table of reports without classes (e.g. multi-target regression)."""
         if not self.per_class:
             return []
-        header = ["target", "mse", "mae", "rmse", "r2"]
+        header = ["target", *next(iter(self.per_class.values()))]
         rows = [
             [_cut(name, NAME_WIDTH), *(_number(scores[key]) for key in header[1:])]
             for name, scores in self.per_class.items()

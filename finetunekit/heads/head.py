@@ -2,27 +2,110 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 
+from finetunekit.checks import check_bool, check_choice, check_int, check_number, fail
 from finetunekit.errors import (
     ArgumentTypeError,
+    FineTuneError,
     HeadError,
-    check_config_keys,
     format_error,
 )
-from finetunekit.heads.scaling import StandardizedMeanSquaredError, TargetScaler
-from finetunekit.heads.tasks import TASKS, default_activation, default_loss
+from finetunekit.heads.scaling import TargetScaler
 from finetunekit.heads.temporal import TEMPORAL_MODES, build_temporal
+from finetunekit.settings import Settings, setting
+from finetunekit.tasks.base import Task
+from finetunekit.tasks.base import get as get_task
 
-__all__ = ["HeadReplacer", "POOLINGS"]
+__all__ = ["HeadReplacer", "HeadTensors", "POOLINGS"]
 
 POOLINGS = ("avg", "max", "flatten", "none")
 
 
-class HeadReplacer:
+def _num_classes(value: Any) -> int | str:
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    return check_int(  # type: ignore[no-any-return]
+        "num_classes",
+        value,
+        minimum=1,
+        error=HeadError,
+        expected="'auto' or an int >= 1",
+        fix="Leave num_classes='auto' to size the output from the data",
+    )
+
+
+def _hidden_units(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (int, str)) or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value
+    ):
+        raise fail(
+            HeadError,
+            "hidden_units must be a sequence of positive ints",
+            "hidden_units",
+            value,
+            expected="e.g. () or (1024,) or (256, 128)",
+            fix="Wrap a single size in a tuple: hidden_units=(1024,)",
+        )
+    return tuple(int(u) for u in value)
+
+
+def _label_smoothing(value: Any) -> float:
+    number = check_number(
+        "label_smoothing",
+        value,
+        minimum=0,
+        maximum=1,
+        max_open=True,
+        error=HeadError,
+        expected="a float such as 0.1",
+        fix="Use label_smoothing=0.0 to switch it off",
+    )
+    if number:
+        warnings.warn(
+            "HeadReplacer(label_smoothing=...) is deprecated: pass "
+            "Trainer(label_smoothing=...) (label smoothing is a training setting)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    return number  # type: ignore[no-any-return]
+
+
+def _temporal(value: Any) -> str | None:
+    if value is None:
+        return None
+    return check_choice(  # type: ignore[no-any-return]
+        "temporal",
+        value,
+        TEMPORAL_MODES,
+        error=HeadError,
+        what="Unknown temporal head",
+        expected=f"None or one of {TEMPORAL_MODES}",
+        fix="Use temporal='gru' (or 'conv1d') to see the order of frames, 'average' to ignore it",
+    )
+
+
+@dataclass(frozen=True)
+class HeadTensors:
+    """The symbolic tensors :meth:`HeadReplacer.build_head` made.
+
+    Attributes:
+        pooled: the features after the head's parameter-free pooling (the
+            features themselves when the head pools nothing, or with a
+            temporal head).
+        outputs: the head's output.
+    """
+
+    pooled: Any
+    outputs: Any
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class HeadReplacer(Settings):
     """The new output layers put on top of the backbone's features.
 
     Spatial features are pooled, optional hidden ``Dense`` layers follow (each
@@ -41,7 +124,8 @@ class HeadReplacer:
         hidden_activation: activation of the hidden layers.
         activation: ``"auto"`` (from the task) or a Keras activation name.
         loss: ``"auto"`` (from the task) or a Keras loss name.
-        label_smoothing: label smoothing for the classification losses.
+        label_smoothing: deprecated: pass ``Trainer(label_smoothing=...)``, its
+            one home. Still works (``fit`` moves it onto the Trainer).
         temporal: for clips (frame-wise backbones): ``"average"`` (mean over
             frames), ``"conv1d"`` or ``"gru"`` (temporal models that see the
             order of frames). ``None``: average for clips, and the usual
@@ -58,148 +142,84 @@ class HeadReplacer:
         [64]
     """
 
-    def __init__(
-        self,
-        num_classes: int | str = "auto",
-        hidden_units: Sequence[int] = (),
-        dropout: float = 0.2,
-        *,
-        pooling: str = "avg",
-        hidden_activation: str = "relu",
-        activation: str = "auto",
-        loss: str = "auto",
-        label_smoothing: float = 0.0,
-        temporal: str | None = None,
-        temporal_units: int = 64,
-        scale_targets: bool = False,
-    ) -> None:
-        if num_classes != "auto" and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise HeadError(
-                format_error(
-                    "num_classes must be 'auto' or a positive int",
-                    expected="'auto' or an int >= 1",
-                    received={"num_classes": num_classes},
-                    fix="Leave num_classes='auto' to size the output from the data",
-                )
-            )
-        if isinstance(hidden_units, int) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden_units
-        ):
-            raise HeadError(
-                format_error(
-                    "hidden_units must be a sequence of positive ints",
-                    expected="e.g. () or (1024,) or (256, 128)",
-                    received={"hidden_units": hidden_units},
-                    fix="Wrap a single size in a tuple: hidden_units=(1024,)",
-                )
-            )
-        if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
-            raise HeadError(
-                format_error(
-                    "dropout must be in [0, 1)",
-                    expected="a float 0 <= dropout < 1",
-                    received={"dropout": dropout},
-                    fix="Use dropout=0.2, or 0 for none",
-                )
-            )
-        if pooling not in POOLINGS:
-            raise HeadError(
-                format_error(
-                    "Unknown pooling",
-                    expected=f"one of {POOLINGS}",
-                    received={"pooling": pooling},
-                    fix="Use pooling='avg'",
-                )
-            )
-        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
-            raise HeadError(
-                format_error(
-                    "label_smoothing must be in [0, 1)",
-                    expected="a float such as 0.1",
-                    received={"label_smoothing": label_smoothing},
-                    fix="Use label_smoothing=0.0 to switch it off",
-                )
-            )
-        if temporal is not None and temporal not in TEMPORAL_MODES:
-            raise HeadError(
-                format_error(
-                    "Unknown temporal head",
-                    expected=f"None or one of {TEMPORAL_MODES}",
-                    received={"temporal": temporal},
-                    fix="Use temporal='gru' (or 'conv1d') to see the order of frames, "
-                    "'average' to ignore it",
-                )
-            )
-        if (
-            isinstance(temporal_units, bool)
-            or not isinstance(temporal_units, int)
-            or temporal_units < 1
-        ):
-            raise HeadError(
-                format_error(
-                    "temporal_units must be a positive int",
-                    expected="an int >= 1, e.g. 64",
-                    received={"temporal_units": temporal_units},
-                    fix="Pass temporal_units=64",
-                )
-            )
-        if not isinstance(scale_targets, bool):
-            raise ArgumentTypeError(
-                format_error(
-                    "scale_targets must be a bool",
-                    expected="True or False",
-                    received={"scale_targets": scale_targets},
-                )
-            )
-        _check_keras_name("activation", activation, keras.activations.get)
-        _check_keras_name("hidden_activation", hidden_activation, keras.activations.get)
-        _check_keras_name("loss", loss, keras.losses.get)
-        self.num_classes = num_classes
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.dropout = float(dropout)
-        self.pooling = pooling
-        self.hidden_activation = hidden_activation
-        self.activation = activation
-        self.loss = loss
-        self.label_smoothing = float(label_smoothing)
-        self.temporal = temporal
-        self.temporal_units = int(temporal_units)
-        self.scale_targets = scale_targets
+    num_classes: int | str = setting("auto", kw_only=False, check=_num_classes)
+    hidden_units: tuple[int, ...] = setting((), kw_only=False, check=_hidden_units, to_config=list)
+    dropout: float = setting(
+        0.2,
+        kw_only=False,
+        check=lambda v: check_number(
+            "dropout",
+            v,
+            minimum=0,
+            maximum=1,
+            max_open=True,
+            error=HeadError,
+            expected="a float 0 <= dropout < 1",
+            fix="Use dropout=0.2, or 0 for none",
+        ),
+    )
+    pooling: str = setting(
+        "avg",
+        check=lambda v: check_choice(
+            "pooling", v, POOLINGS, error=HeadError, fix="Use pooling='avg'"
+        ),
+    )
+    hidden_activation: str = setting(
+        "relu", check=lambda v: _keras_name("hidden_activation", v, keras.activations.get)
+    )
+    activation: str = setting(
+        "auto", check=lambda v: _keras_name("activation", v, keras.activations.get)
+    )
+    loss: str = setting("auto", check=lambda v: _keras_name("loss", v, keras.losses.get))
+    label_smoothing: float = setting(0.0, check=_label_smoothing)
+    temporal: str | None = setting(None, check=_temporal)
+    temporal_units: int = setting(
+        64,
+        check=lambda v: check_int(
+            "temporal_units",
+            v,
+            minimum=1,
+            error=HeadError,
+            expected="an int >= 1, e.g. 64",
+            fix="Pass temporal_units=64",
+        ),
+    )
+    scale_targets: bool = setting(False, check=lambda v: check_bool("scale_targets", v))
 
     # ------------------------------------------------------------------ resolution
-    def output_units(self, task: str, data_outputs: int) -> int:
+    def output_units(self, task: str | Task, data_outputs: int) -> int:
         """Returns the output width for ``task``, checking ``num_classes`` against the data.
 
         Args:
-            task: the data's task.
-            data_outputs: what the data needs: K classes (multiclass,
-                multilabel), 2 (binary), D targets (regression).
+            task: the data's task (a name or a :class:`~finetunekit.Task`).
+            data_outputs: what the data needs (``Task.size``): K classes
+                (multiclass, multilabel), 2 (binary), D targets (regression).
 
         Raises:
             HeadError: when an explicit ``num_classes`` contradicts the data.
         """
-        if task not in TASKS:
+        try:
+            task = get_task(task)
+        except FineTuneError as exc:
             raise HeadError(
                 format_error(
                     "Unknown task",
-                    expected=f"one of {TASKS}",
+                    expected="a registered task name or a finetunekit.Task",
                     received={"task": task},
                     fix="Let DatasetAdapter infer the task",
                 )
-            )
-        if self.scale_targets and task != "regression":
+            ) from exc
+        if self.scale_targets and task.has_classes:
             raise HeadError(
                 format_error(
-                    f"scale_targets only applies to regression, but the task is {task!r}",
+                    f"scale_targets only applies to value targets, but the task is {task.name!r}",
                     expected="scale_targets=False for classification",
-                    received={"scale_targets": True, "task": task},
+                    received={"scale_targets": True, "task": task.name},
                     fix="Drop scale_targets=True, or use float targets (task='regression')",
                 )
             )
         if self.num_classes != "auto" and self.num_classes != data_outputs:
-            what = "targets" if task == "regression" else "classes"
+            what = "classes" if task.has_classes else "targets"
             raise HeadError(
                 format_error(
                     f"num_classes contradicts the data, which has {data_outputs} {what}",
@@ -209,29 +229,44 @@ class HeadReplacer:
                     "class_names=[...] fixes the class list)",
                 )
             )
-        return 1 if task == "binary" else data_outputs
+        return task.output_units(data_outputs)
 
-    def make_loss(self, task: str, target_std: list[float] | None = None) -> Any:
+    def make_loss(self, task: str | Task, target_std: list[float] | None = None) -> Any:
         """Returns the Keras loss for ``task`` (or the explicit ``loss``).
 
-        With ``scale_targets`` (regression), ``target_std`` (from the training
-        targets) gives the standardised mean squared error.
+        With ``scale_targets`` (value targets), ``target_std`` (from the
+        training targets) gives the standardised mean squared error.
         """
         if self.loss != "auto":
             return keras.losses.get(self.loss)
-        if task == "regression" and self.scale_targets and target_std is not None:
-            return StandardizedMeanSquaredError(target_std)
-        return default_loss(task, self.label_smoothing)
+        task = get_task(task)
+        std = target_std if self.scale_targets and not task.has_classes else None
+        return task.loss(label_smoothing=self.label_smoothing, target_std=std)
 
     def build(
         self,
         features: Any,
         *,
-        task: str,
+        task: str | Task,
         units: int,
         target_stats: tuple[list[float], list[float]] | None = None,
     ) -> Any:
         """Adds the head layers on the symbolic ``features``; returns the output tensor.
+
+        See :meth:`build_head`, which also returns where the head's first
+        parameter-free part (pooling) ends.
+        """
+        return self.build_head(features, task=task, units=units, target_stats=target_stats).outputs
+
+    def build_head(
+        self,
+        features: Any,
+        *,
+        task: str | Task,
+        units: int,
+        target_stats: tuple[list[float], list[float]] | None = None,
+    ) -> HeadTensors:
+        """Adds the head layers on the symbolic ``features``.
 
         Layers are named ``head_pool``, ``head_dropout_<i>``, ``head_dense_<i>``,
         ``head_output_dropout`` and ``head_output`` (clips add
@@ -241,12 +276,19 @@ class HeadReplacer:
 
         Args:
             features: the backbone's symbolic features.
-            task: the data's task.
+            task: the data's task (a name or a :class:`~finetunekit.Task`): it
+                adds the output layer.
             units: output width (see :meth:`output_units`).
             target_stats: ``(mean, std)`` per regression target, needed with
                 ``scale_targets=True``.
+
+        Returns:
+            :class:`HeadTensors`: the output tensor, and ``pooled``: the
+            features after the head's parameter-free pooling (the tensor the
+            feature cache of the frozen phase stores).
         """
         x = features
+        pooled = features
         rank = len(x.shape)
         if rank == 5 or (self.temporal is not None and rank == 3):
             x = build_temporal(x, self.temporal or "average", self.temporal_units, self.pooling)
@@ -279,6 +321,7 @@ class HeadReplacer:
                 x = pool(name="head_pool")(x)
             else:
                 x = keras.layers.Flatten(name="head_pool")(x)
+            pooled = x  # parameter-free: the frozen phase may cache it
         for i, width in enumerate(self.hidden_units):
             if self.dropout:
                 x = keras.layers.Dropout(self.dropout, name=f"head_dropout_{i}")(x)
@@ -287,11 +330,11 @@ class HeadReplacer:
             )(x)
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name="head_output_dropout")(x)
-        activation = default_activation(task) if self.activation == "auto" else self.activation
-        out = keras.layers.Dense(units, activation=activation, dtype="float32", name="head_output")(
-            x
+        task = get_task(task)
+        out = task.output_layer(
+            x, units, activation=None if self.activation == "auto" else self.activation
         )
-        if self.scale_targets and task == "regression":
+        if self.scale_targets and not task.has_classes:
             if target_stats is None:
                 raise HeadError(
                     format_error(
@@ -303,44 +346,12 @@ class HeadReplacer:
                 )
             mean, std = target_stats
             out = TargetScaler(mean, std, name="head_rescale")(out)
-        return out
-
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict[str, Any]:
-        """Returns the JSON-serialisable arguments."""
-        return {
-            "num_classes": self.num_classes,
-            "hidden_units": list(self.hidden_units),
-            "dropout": self.dropout,
-            "pooling": self.pooling,
-            "hidden_activation": self.hidden_activation,
-            "activation": self.activation,
-            "loss": self.loss,
-            "label_smoothing": self.label_smoothing,
-            "temporal": self.temporal,
-            "temporal_units": self.temporal_units,
-            "scale_targets": self.scale_targets,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> HeadReplacer:
-        """Rebuilds a head from :meth:`get_config` output; unknown keys raise ``ConfigError``."""
-        valid = set(cls(num_classes="auto").get_config())
-        check_config_keys("HeadReplacer", config, valid)
-        config = dict(config)
-        num_classes = config.pop("num_classes", "auto")
-        return cls(num_classes, **config)
-
-    def __repr__(self) -> str:
-        return (
-            f"HeadReplacer(num_classes={self.num_classes!r}, hidden_units={self.hidden_units!r}, "
-            f"dropout={self.dropout!r})"
-        )
+        return HeadTensors(pooled=pooled, outputs=out)
 
 
-def _check_keras_name(arg: str, value: Any, getter: Any) -> None:
+def _keras_name(arg: str, value: Any, getter: Any) -> str:
     if value == "auto":
-        return
+        return "auto"
     if not isinstance(value, str):
         raise ArgumentTypeError(
             format_error(
@@ -361,3 +372,4 @@ def _check_keras_name(arg: str, value: Any, getter: Any) -> None:
                 fix=f"Use {arg}='auto'",
             )
         ) from exc
+    return value

@@ -1,4 +1,8 @@
-"""Task -> output activation, loss and training metrics."""
+"""Task -> output activation, loss and training metrics, by task name.
+
+Kept for code written before :mod:`finetunekit.tasks`: each function asks
+the :class:`~finetunekit.Task` of that name (a name or a Task object).
+"""
 
 from __future__ import annotations
 
@@ -6,59 +10,38 @@ from typing import Any
 
 import keras
 
+from finetunekit.tasks.base import BUILT_IN as TASKS
+from finetunekit.tasks.base import Task, get
+
 __all__ = ["TASKS", "default_activation", "default_loss", "default_metrics"]
 
-TASKS = ("multiclass", "binary", "multilabel", "regression")
 
-_ACTIVATION = {
-    "multiclass": "softmax",
-    "binary": "sigmoid",
-    "multilabel": "sigmoid",
-    "regression": "linear",
-}
-
-
-def default_activation(task: str) -> str:
+def default_activation(task: str | Task) -> str:
     """Returns the output activation for ``task``.
 
     Examples:
         >>> default_activation("multiclass")
         'softmax'
     """
-    return _ACTIVATION[task]
+    return get(task).activation
 
 
-def default_loss(task: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
+def default_loss(task: str | Task, label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Returns the loss object for ``task`` (targets as in ``DatasetAdapter.as_dataset``).
 
     Examples:
         >>> type(default_loss("regression")).__name__
         'MeanSquaredError'
     """
-    if task == "multiclass":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-    if task in ("binary", "multilabel"):
-        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    return keras.losses.MeanSquaredError()
+    loss: keras.losses.Loss = get(task).loss(label_smoothing=label_smoothing)
+    return loss
 
 
-def default_metrics(task: str, num_classes: int | None) -> list[Any]:
+def default_metrics(task: str | Task, num_classes: int | None) -> list[Any]:
     """Returns the metrics Keras tracks while training ``task``.
 
     Examples:
         >>> [m.name for m in default_metrics("binary", 2)]
         ['accuracy']
     """
-    if task == "multiclass":
-        metrics: list[Any] = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if num_classes and num_classes > 5:
-            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top_5_accuracy"))
-        return metrics
-    if task == "binary":
-        return [keras.metrics.BinaryAccuracy(name="accuracy")]
-    if task == "multilabel":
-        return [
-            keras.metrics.BinaryAccuracy(name="binary_accuracy"),
-            keras.metrics.AUC(multi_label=True, name="auc"),
-        ]
-    return [keras.metrics.MeanAbsoluteError(name="mae")]
+    return get(task).metrics(num_classes)

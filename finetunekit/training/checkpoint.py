@@ -34,15 +34,15 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 from finetunekit.errors import CheckpointError, format_error
+from finetunekit.files import atomic_write
 
 __all__ = [
     "STATE_NAME",
@@ -86,48 +86,6 @@ def monitor_mode(monitor: str) -> str:
     if name.endswith("loss") or name in _MIN_METRICS or "error" in name:
         return "min"
     return "max"
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
-    """Writes a file atomically: temporary file in the same folder, fsync, ``os.replace``.
-
-    A crash (or an exception raised by ``write``) leaves the previous file at
-    ``path`` untouched and no temporary file behind.
-
-    Args:
-        path: the file to write.
-        write: called with the open binary temporary file.
-
-    Examples:
-        >>> import os, tempfile
-        >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
-        >>> atomic_write(target, lambda f: f.write(b"hello"))
-        >>> open(target).read()
-        'hello'
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Makes a rename durable (no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def snapshot(model: keras.Model) -> list[np.ndarray]:

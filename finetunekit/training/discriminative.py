@@ -16,6 +16,8 @@ from typing import Any
 
 import keras
 
+from finetunekit import _compat
+
 __all__ = ["DiscriminativeOptimizer", "group_rates"]
 
 
@@ -130,7 +132,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
             self.inner_optimizers, self._split(list(grads), trainable_variables), strict=True
         ):
             if group_vars:
-                optimizer._iterations.assign(self._iterations)
+                _compat.set_optimizer_iterations(optimizer, self._iterations)
                 optimizer.apply(group_grads, group_vars)
         self._iterations.assign_add(1)
 

@@ -27,7 +27,6 @@ temporary folders or not at all (see docs/distributed.md).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from finetunekit import _compat
 from finetunekit.errors import TrainerError, format_error
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "describe",
     "distribute_dataset",
     "fit",
-    "in_strategy_scope",
     "is_chief",
     "is_multi_worker",
     "num_workers",
@@ -446,15 +445,6 @@ def check_same_on_workers(strategy: Any, value: float, what: str, fix: str) -> N
 
 
 # ---------------------------------------------------------------------------- trainer hooks
-def in_strategy_scope(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorates a ``Trainer`` method to run in the scope of ``self.strategy``."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with resolve_strategy(self.strategy).scope():
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 def describe(strategy: Any) -> dict[str, Any]:
@@ -526,8 +516,8 @@ def release(model: keras.Model, strategy: Any) -> None:
     can evaluate and save on its own. ``fit`` runs under the strategy again
     through :func:`fit`.
     """
-    if is_multi_worker(strategy) and hasattr(model, "_distribute_strategy"):
-        model._distribute_strategy = None  # noqa: SLF001 - Keras keeps the build strategy here
+    if is_multi_worker(strategy):
+        _compat.detach_distribute_strategy(model)
 
 
 # ---------------------------------------------------------------------------- data
@@ -536,7 +526,7 @@ def _reads_files(dataset: tf.data.Dataset) -> bool:
     try:
         from tensorflow.core.framework import graph_pb2
 
-        graph = graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy())  # noqa: SLF001
+        graph = graph_pb2.GraphDef.FromString(_compat.dataset_serialized_graph(dataset).numpy())
     except Exception:  # noqa: BLE001 - best effort: an unreadable graph shards by data
         return False
     nodes = list(graph.node)
@@ -718,7 +708,7 @@ class _StrategyLoop:
             spec,
         )
         with self.strategy.scope():
-            model._symbolic_build(data_batch=batch)  # noqa: SLF001 - Keras' own build of fit
+            _compat.symbolic_build(model, batch)  # Keras' own build of fit
 
     def fit(
         self,
@@ -758,7 +748,7 @@ class _StrategyLoop:
         callback_list.on_train_begin()
         epoch_logs: dict[str, Any] = {}
         training_logs = None
-        initial_epoch = getattr(model, "_initial_epoch", None) or initial_epoch
+        initial_epoch = _compat.fit_initial_epoch(model, initial_epoch)
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)

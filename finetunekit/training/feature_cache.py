@@ -20,6 +20,7 @@ import logging
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from finetunekit import _compat
 from finetunekit.training.freezing import iter_layers
 
 __all__ = [
@@ -36,8 +38,10 @@ __all__ = [
     "FeatureStore",
     "FrozenSplit",
     "FullModelCallback",
+    "decide",
     "feature_batch_size",
     "random_layers",
+    "split_at",
     "split_frozen",
 ]
 
@@ -99,53 +103,133 @@ def random_layers(layers: Any) -> list[str]:
     for layer in layers:
         leaves = iter_layers(layer) if isinstance(layer, keras.Model) else [layer]
         for leaf in leaves:
-            if getattr(leaf, "_seed_generators", None):
+            if _compat.has_random_state(leaf):
                 found.append(leaf.name)
     return found
 
 
-def _history(tensor: Any) -> tuple[Any, int]:
-    history = tensor._keras_history
-    return history.operation, history.node_index
+def decide(
+    trainer: Any, built: Any, train: Any, validation: Any, strategy: Any
+) -> tuple[FrozenSplit | None, dict[str, Any]]:
+    """Whether phase 1 trains on cached features: ``(split or None, info)``.
+
+    ``info`` is what ``result.info["feature_cache"]`` reports: ``{"used",
+    "reason", "bytes", "spilled"}``. The cut is ``built.features`` when the
+    pipeline knows it, else the backbone's output found in the graph.
+
+    Args:
+        trainer: the :class:`~finetunekit.Trainer`.
+        built: the :class:`~finetunekit.training.engine.BuiltModel`.
+        train: the training :class:`~finetunekit.training.engine.TrainingData`.
+        validation: the validation ``TrainingData`` or ``None``.
+        strategy: the resolved ``tf.distribute.Strategy``.
+    """
+    from finetunekit.training import distribute
+
+    info: dict[str, Any] = {"used": False, "reason": "", "bytes": 0, "spilled": False}
+    reason = None
+    if trainer.cache_features is False:
+        reason = "switched off (Trainer(cache_features=False))"
+    elif not trainer.epochs:
+        reason = "no frozen phase (epochs=0)"
+    elif trainer.cache_features == "auto" and trainer.epochs < 2:
+        reason = "one frozen epoch: every feature is computed once anyway"
+    elif problem := distribute.cache_problem(strategy):
+        reason = problem
+    elif trainer.checkpoint_dir is not None:
+        reason = "checkpoint_dir is set: resumable runs train the full model in phase 1"
+    elif train.adapter is None or (validation is not None and validation.adapter is None):
+        reason = "the Trainer got tf.data datasets, not DatasetAdapters to replay"
+    else:
+        savers = [
+            type(cb).__name__
+            for cb in trainer.callbacks
+            if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore))
+        ]
+        data = [train.adapter, validation.adapter if validation is not None else None]
+        problems = [d.replay_problem() for d in data if d is not None]
+        if savers:
+            reason = f"callbacks {savers} would save the head-only model"
+        elif any(problems):
+            reason = next(p for p in problems if p)
+    split = None
+    if reason is None:
+        try:
+            if built.features is not None:
+                split = split_at(built.model, built.features, built.backbone_model)
+            else:
+                split = split_frozen(built.model, built.backbone_model)
+        except CacheUnavailable as exc:
+            reason = exc.reason
+    if split is None:
+        info["reason"] = str(reason)
+        if trainer.cache_features is True:
+            warnings.warn(
+                f"cache_features=True but phase 1 runs without the cache: {reason}",
+                UserWarning,
+                stacklevel=4,
+            )
+        logger.info("finetunekit: feature cache not used: %s", reason)
+        return None, info
+    info.update(used=True, reason="frozen backbone, deterministic inputs")
+    return split, info
 
 
-def _node_of(tensor: Any) -> Any:
-    operation, node_index = _history(tensor)
-    return operation._inbound_nodes[node_index]
+def split_at(model: keras.Model, features: Any, backbone_model: keras.Model) -> FrozenSplit:
+    """Cuts ``model`` at the symbolic tensor ``features`` of its graph.
 
+    The pipeline knows the tensor (the backbone's features, or the head's
+    parameter-free pooling of them). The head model is built from it with
+    Keras' functional API, which clones graph nodes but shares layer
+    objects, so training it trains ``model``'s head.
 
-def _graph_nodes(outputs: list[Any]) -> list[Any]:
-    """Every node upstream of ``outputs`` (each once)."""
-    seen: dict[int, Any] = {}
-    stack = [_node_of(t) for t in outputs]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen[id(node)] = node
-        stack.extend(_node_of(t) for t in node.input_tensors)
-    return list(seen.values())
+    Raises:
+        CacheUnavailable: the head reads anything besides ``features`` (clips'
+            frame layout reads the raw inputs), random layers run before the
+            cut in training (augmentation), the features carry a mask or have
+            an unknown size, or a layer with weights is on both sides.
+
+    Examples:
+        >>> import keras
+        >>> bb = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="backbone")
+        >>> inp = keras.Input((4,))
+        >>> feats = bb(inp, training=False)
+        >>> model = keras.Model(inp, keras.layers.Dense(2, name="head_output")(feats))
+        >>> split_at(model, feats, bb).head_model.layers[-1] is model.get_layer("head_output")
+        True
+    """
+    if _compat.keras_mask(features) is not None:
+        raise CacheUnavailable("the features carry a padding mask the head would lose")
+    if any(d is None for d in features.shape[1:]):
+        raise CacheUnavailable(f"the features have an unknown size {tuple(features.shape)}")
+    try:
+        feature_model = keras.Model(model.inputs, features, name="frozen_features")
+        head_model = keras.Model(features, model.outputs, name=f"{model.name}_head")
+    except ValueError as exc:  # e.g. the head also reads the raw inputs
+        raise CacheUnavailable(f"the head does not depend on the features alone ({exc})") from exc
+    noisy = random_layers([layer for layer in feature_model.layers if layer is not backbone_model])
+    if noisy:
+        raise CacheUnavailable(
+            f"random layers run before the backbone in training (augmentation?): {noisy}"
+        )
+    head_ids = {id(layer) for layer in head_model.layers}
+    if any(id(layer) in head_ids for layer in feature_model.layers if layer.weights):
+        raise CacheUnavailable("a layer with weights is shared by the frozen part and the head")
+    return FrozenSplit(feature_model=feature_model, head_model=head_model)
 
 
 def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit:
-    """Cuts ``model`` at the output of its (frozen) ``backbone_model`` call.
+    """Cuts ``model`` at the output of its (frozen) ``backbone_model`` call, found in the graph.
 
-    The cut moves past parameter-free pooling / flatten layers that are the
-    only consumer of the backbone output. The head model is built from the
-    cut tensor with Keras' functional API, which clones graph nodes but
-    shares layer objects, so training it trains ``model``'s head.
-
-    Args:
-        model: the full functional model.
-        backbone_model: the backbone nested in it.
-
-    Returns:
-        A :class:`FrozenSplit`.
+    For a model built outside the pipeline (``Trainer.train`` on your own
+    Keras model), where the features tensor is not handed over: the cut is
+    the backbone call's output, moved past parameter-free pooling / flatten
+    layers that are its only consumer, then :func:`split_at` makes the split.
 
     Raises:
-        CacheUnavailable: when the model has no single backbone call, the
-            head reads anything besides the backbone features, random layers
-            run before the backbone, or the features have an unknown size.
+        CacheUnavailable: the model has no single backbone call, the backbone
+            is called in training mode with random layers, or :func:`split_at`
+            refuses the cut.
 
     Examples:
         >>> import keras
@@ -156,10 +240,10 @@ def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit
         >>> split_frozen(model, bb).head_model.layers[-1] is model.get_layer("head_output")
         True
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes"):
+    if not isinstance(model, keras.Model) or not _compat.is_functional(model):
         raise CacheUnavailable("the model is not a functional Keras model")
     try:
-        nodes = _graph_nodes(list(model.outputs))
+        nodes = _compat.graph_nodes(list(model.outputs))
     except (AttributeError, IndexError, TypeError) as exc:
         raise CacheUnavailable(f"the model graph cannot be walked ({exc})") from exc
     calls = [n for n in nodes if n.operation is backbone_model]
@@ -188,24 +272,7 @@ def split_frozen(model: keras.Model, backbone_model: keras.Model) -> FrozenSplit
         if any(o is boundary for o in model.outputs):
             break
         boundary = user.output_tensors[0]
-    if getattr(boundary, "_keras_mask", None) is not None:
-        raise CacheUnavailable("the features carry a padding mask the head would lose")
-    if any(d is None for d in boundary.shape[1:]):
-        raise CacheUnavailable(f"the features have an unknown size {tuple(boundary.shape)}")
-    try:
-        feature_model = keras.Model(model.inputs, boundary, name="frozen_features")
-        head_model = keras.Model(boundary, model.outputs, name=f"{model.name}_head")
-    except ValueError as exc:  # e.g. the head also reads the raw inputs
-        raise CacheUnavailable(f"the head does not depend on the features alone ({exc})") from exc
-    noisy = random_layers([layer for layer in feature_model.layers if layer is not backbone_model])
-    if noisy:
-        raise CacheUnavailable(
-            f"random layers run before the backbone in training (augmentation?): {noisy}"
-        )
-    head_ids = {id(layer) for layer in head_model.layers}
-    if any(id(layer) in head_ids for layer in feature_model.layers if layer.weights):
-        raise CacheUnavailable("a layer with weights is shared by the frozen part and the head")
-    return FrozenSplit(feature_model=feature_model, head_model=head_model)
+    return split_at(model, boundary, backbone_model)
 
 
 class FeatureStore:
@@ -279,7 +346,7 @@ class FeatureStore:
         self._tensor = None
         array, self._array = self._array, None
         if isinstance(array, np.memmap):
-            array._mmap.close()  # type: ignore[attr-defined]
+            _compat.close_memmap(array)
         del array
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)

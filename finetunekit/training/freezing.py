@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from finetunekit import _compat
 from finetunekit.errors import TrainerError, format_error
 
 __all__ = [
@@ -48,8 +49,9 @@ def weight_layers(model: Any, train_bn: bool = False) -> list[Any]:
 
 def lora_layers(model: Any) -> list[Any]:
     """Returns the layers of ``model`` (at any depth) with LoRA enabled (``enable_lora``)."""
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = flatten(include_self=False) if flatten is not None else iter_layers(model)
+    layers = _compat.flatten_layers(model)
+    if layers is None:
+        layers = iter_layers(model)
     return [layer for layer in layers if getattr(layer, "lora_enabled", False)]
 
 

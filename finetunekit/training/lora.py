@@ -2,9 +2,12 @@
 
 ``Trainer(lora_rank=r)`` turns phase 2 into parameter-efficient fine-tuning:
 instead of unfreezing the backbone's weights, it adds Keras' own low-rank
-adapters (``layer.enable_lora(r)``) to the backbone's ``Conv1D`` / ``Conv2D`` /
-``Conv3D``, ``Dense``, ``EinsumDense`` and ``Embedding`` layers and trains only
-those (plus the head, and BatchNorm with ``train_bn``). An adapted layer
+adapters (``layer.enable_lora(r)``) to the backbone's default targets -- for
+a KerasHub text encoder the attention query / value projections it names
+itself (``default_lora_layer_names``), for other networks every ``Conv1D`` /
+``Conv2D`` / ``Conv3D``, ``Dense``, ``EinsumDense`` and ``Embedding`` layer
+(``lora_layers="auto"``) -- or to the layer kinds ``lora_layers`` names, and
+trains only those (plus the head, and BatchNorm with ``train_bn``). An adapted layer
 computes with ``W + (alpha / r) * A @ B``: ``A`` starts random, ``B`` at zero,
 so enabling LoRA changes no output.
 
@@ -26,13 +29,17 @@ import keras
 import numpy as np
 from keras import ops
 
+from finetunekit import _compat
+from finetunekit.checks import check_int, check_number
 from finetunekit.errors import TrainerError, format_error
 from finetunekit.training.freezing import lora_layers, weight_layers
 
 __all__ = [
     "LORA_KINDS",
     "apply_lora",
-    "check_lora_args",
+    "check_lora_alpha",
+    "check_lora_layers",
+    "check_lora_rank",
     "lora_candidates",
     "lora_param_count",
     "merge_lora",
@@ -50,71 +57,67 @@ _KIND_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def check_lora_args(
-    lora_rank: Any, lora_alpha: Any, lora_layers: Any, fine_tune_epochs: int
-) -> tuple[int | None, float | None, str | list[str]]:
-    """Validates the ``Trainer`` LoRA arguments; returns them normalised.
-
-    Raises:
-        TrainerError: a bad rank, alpha or layer kind, or LoRA without phase 2.
+def check_lora_rank(value: Any) -> int | None:
+    """Validates ``Trainer(lora_rank=...)``: ``None`` or an int >= 1.
 
     Examples:
-        >>> check_lora_args(4, None, ["conv", "dense"], fine_tune_epochs=2)
-        (4, None, ['conv', 'dense'])
+        >>> check_lora_rank(4)
+        4
     """
-    if lora_rank is not None and (
-        isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1
-    ):
-        raise TrainerError(
-            format_error(
-                "lora_rank must be None or a positive int",
-                expected="the rank of the low-rank adapters, e.g. 4 or 8",
-                received={"lora_rank": lora_rank},
-                fix="Pass lora_rank=8, or None to fine-tune the weights themselves",
-            )
-        )
-    if lora_alpha is not None and (
-        isinstance(lora_alpha, bool)
-        or not isinstance(lora_alpha, (int, float))
-        or not 0 < lora_alpha < float("inf")
-    ):
-        raise TrainerError(
-            format_error(
-                "lora_alpha must be None or a positive number",
-                expected="the adapter scale numerator (the update is alpha / rank * A @ B); "
-                "None means alpha = rank",
-                received={"lora_alpha": lora_alpha},
-                fix="Pass lora_alpha=None",
-            )
-        )
-    kinds = [lora_layers] if isinstance(lora_layers, str) else lora_layers
-    valid = ("all", *LORA_KINDS)
+    return check_int(  # type: ignore[no-any-return]
+        "lora_rank",
+        value,
+        minimum=1,
+        allow_none=True,
+        expected="the rank of the low-rank adapters, e.g. 4 or 8",
+        fix="Pass lora_rank=8, or None to fine-tune the weights themselves",
+    )
+
+
+def check_lora_alpha(value: Any) -> float | None:
+    """Validates ``Trainer(lora_alpha=...)``: ``None`` or a number > 0."""
+    return check_number(  # type: ignore[no-any-return]
+        "lora_alpha",
+        value,
+        minimum=0,
+        min_open=True,
+        allow_none=True,
+        expected="the adapter scale numerator (the update is alpha / rank * A @ B); "
+        "None means alpha = rank",
+        fix="Pass lora_alpha=None",
+    )
+
+
+def check_lora_layers(value: Any) -> str | list[str]:
+    """Validates ``Trainer(lora_layers=...)``: ``"auto"``, ``"all"``, a kind or a list of kinds.
+
+    Examples:
+        >>> check_lora_layers(["conv", "dense"])
+        ['conv', 'dense']
+    """
+    kinds = [value] if isinstance(value, str) else value
+    valid = ("auto", "all", *LORA_KINDS)
     if (
         not isinstance(kinds, (list, tuple))
         or not kinds
         or any(not isinstance(k, str) or k not in valid for k in kinds)
-        or ("all" in kinds and len(kinds) > 1)
+        or (("all" in kinds or "auto" in kinds) and len(kinds) > 1)
     ):
         raise TrainerError(
             format_error(
                 "Unknown lora_layers",
-                expected=f"'all', one of {LORA_KINDS} or a list of them",
-                received={"lora_layers": lora_layers},
-                fix="Pass lora_layers='all' or e.g. lora_layers=['conv', 'dense']",
+                expected=f"'auto' (the backbone's default targets), 'all', one of {LORA_KINDS} "
+                "or a list of them",
+                received={"lora_layers": value},
+                fix="Pass lora_layers='auto' or e.g. lora_layers=['conv', 'dense']",
             )
         )
-    if lora_rank is not None and fine_tune_epochs == 0:
-        raise TrainerError(
-            format_error(
-                "lora_rank is set but there is no fine-tuning phase to train the adapters",
-                expected="fine_tune_epochs >= 1 with lora_rank",
-                received={"lora_rank": lora_rank, "fine_tune_epochs": fine_tune_epochs},
-                fix="Pass fine_tune_epochs=5 (LoRA trains in phase 2), or lora_rank=None",
-            )
-        )
-    normal: str | list[str] = "all" if kinds[0] == "all" else [str(k) for k in kinds]
-    alpha = None if lora_alpha is None else float(lora_alpha)
-    return (None if lora_rank is None else int(lora_rank)), alpha, normal
+    return kinds[0] if kinds[0] in ("auto", "all") else [str(k) for k in kinds]
+
+
+def _sublayers(layer: Any) -> list[Any]:
+    found = _compat.flatten_layers(layer) if isinstance(layer, keras.layers.Layer) else None
+    return list(found) if found is not None else []
 
 
 def _kind_types(kinds: str | Sequence[str]) -> tuple[type, ...]:
@@ -127,13 +130,17 @@ def lora_candidates(
     kinds: str | Sequence[str] = "all",
     unfreeze: int | str = "all",
     train_bn: bool = False,
+    targets: Sequence[Any] | None = None,
 ) -> list[Any]:
     """The layers of ``backbone_model`` LoRA would adapt.
 
-    The layers of the kinds asked (see :data:`LORA_KINDS`) among the whole
-    backbone (``unfreeze="all"``) or its top ``unfreeze`` weight-holding layers
-    (counted as ``Trainer(unfreeze=...)`` counts them), without kernel
-    constraints (which Keras' LoRA refuses).
+    With ``kinds="auto"`` and the backbone's default ``targets`` (a KerasHub
+    encoder's attention projections, from ``BuiltModel.lora_targets``): those
+    layers. Otherwise the layers of the kinds asked (see :data:`LORA_KINDS`;
+    ``"auto"`` without targets means ``"all"``). Either way only among the
+    whole backbone (``unfreeze="all"``) or its top ``unfreeze``
+    weight-holding layers (counted as ``Trainer(unfreeze=...)`` counts them),
+    and without kernel constraints (which Keras' LoRA refuses).
 
     Examples:
         >>> import keras
@@ -145,11 +152,16 @@ def lora_candidates(
     layers = weight_layers(backbone_model, train_bn)
     if unfreeze != "all":
         layers = layers[max(0, len(layers) - int(unfreeze)) :]
-    types = _kind_types(kinds)
+    if kinds == "auto" and targets:
+        inside = {id(layer) for top in layers for layer in [top, *_sublayers(top)]}
+        chosen = [layer for layer in targets if id(layer) in inside]
+    else:
+        types = _kind_types("all" if kinds == "auto" else kinds)
+        chosen = [layer for layer in layers if isinstance(layer, types)]
     return [
         layer
-        for layer in layers
-        if isinstance(layer, types)
+        for layer in chosen
+        if hasattr(layer, "enable_lora")
         and not getattr(layer, "kernel_constraint", None)
         and not getattr(layer, "embeddings_constraint", None)
         and not getattr(layer, "quantization_mode", None)
@@ -161,6 +173,7 @@ def check_lora_targets(
     kinds: str | Sequence[str],
     unfreeze: int | str,
     train_bn: bool,
+    targets: Sequence[Any] | None = None,
 ) -> list[Any]:
     """Returns :func:`lora_candidates`; raises when there is none or LoRA is already on.
 
@@ -184,7 +197,7 @@ def check_lora_targets(
                 fix="Drop lora_rank from Backbone.from_preset(...) or from the Trainer",
             )
         )
-    found = lora_candidates(backbone_model, kinds, unfreeze, train_bn)
+    found = lora_candidates(backbone_model, kinds, unfreeze, train_bn, targets)
     if not found:
         where = "the backbone" if unfreeze == "all" else f"the top {unfreeze} layers"
         raise TrainerError(
@@ -204,9 +217,10 @@ def apply_lora(
     backbone_model: keras.Model,
     rank: int,
     alpha: float | None = None,
-    kinds: str | Sequence[str] = "all",
+    kinds: str | Sequence[str] = "auto",
     unfreeze: int | str = "all",
     train_bn: bool = False,
+    targets: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Enables LoRA (``layer.enable_lora``) on the backbone's matching layers.
 
@@ -222,7 +236,7 @@ def apply_lora(
         >>> apply_lora(net, rank=2)["params"]  # 2 * (3 * 3 * 3 + 4)
         62
     """
-    layers = check_lora_targets(backbone_model, kinds, unfreeze, train_bn)
+    layers = check_lora_targets(backbone_model, kinds, unfreeze, train_bn, targets)
     for layer in layers:
         try:
             layer.enable_lora(rank, lora_alpha=alpha)
@@ -235,10 +249,16 @@ def apply_lora(
                     fix="Pass lora_layers with fewer kinds, or lora_rank=None",
                 )
             ) from exc
+    if kinds == "auto" and targets:
+        described = sorted({layer.name for layer in layers})
+    elif kinds in ("all", "auto"):
+        described = list(LORA_KINDS)
+    else:
+        described = list(kinds)
     return {
         "rank": int(rank),
         "alpha": float(alpha if alpha is not None else rank),
-        "kinds": list(LORA_KINDS) if kinds == "all" else list(kinds),
+        "kinds": described,
         "layers": len(layers),
         "params": lora_param_count(backbone_model),
     }
@@ -246,9 +266,7 @@ def apply_lora(
 
 def _adapters(layer: Any) -> tuple[Any, Any, Any]:
     """``(base variable, A, B)`` of a LoRA-enabled layer."""
-    if hasattr(layer, "lora_embeddings_a"):
-        return layer._embeddings, layer.lora_embeddings_a, layer.lora_embeddings_b
-    return layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b
+    return _compat.lora_base_variables(layer)
 
 
 def lora_param_count(model: keras.Model) -> int:
@@ -279,7 +297,7 @@ def _merged_value(layer: Any) -> Any:
 def _contains_lora(layer: Any) -> bool:
     if getattr(layer, "lora_enabled", False):
         return True
-    return bool(lora_layers(layer)) if hasattr(layer, "_flatten_layers") else False
+    return bool(lora_layers(layer)) if isinstance(layer, keras.layers.Layer) else False
 
 
 def _without_lora(layer: Any) -> Any:

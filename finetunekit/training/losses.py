@@ -93,7 +93,7 @@ def check_label_smoothing(value: Any) -> float:
     return float(value)
 
 
-def smooth_loss(loss: Any, label_smoothing: float, task: str | None = None) -> Any:
+def smooth_loss(loss: Any, label_smoothing: float, task: Any = None) -> Any:
     """Returns ``loss`` with ``label_smoothing`` (unchanged when it is 0).
 
     Keras' cross-entropy losses (categorical, binary and their focal
@@ -102,8 +102,15 @@ def smooth_loss(loss: Any, label_smoothing: float, task: str | None = None) -> A
     :class:`SmoothedSparseCategoricalCrossentropy`. A loss that already
     smooths with another value raises (set it in one place).
 
+    Args:
+        loss: the loss (a name, function or Keras loss object).
+        label_smoothing: in ``[0, 1)``.
+        task: the data's task (a name or a :class:`~finetunekit.Task`), or
+            ``None``: smoothing needs a task with classes.
+
     Raises:
-        TrainerError: for regression or a loss that cannot smooth labels.
+        TrainerError: for a task without classes (regression) or a loss that
+            cannot smooth labels.
 
     Examples:
         >>> loss = smooth_loss("categorical_crossentropy", 0.1)
@@ -112,7 +119,7 @@ def smooth_loss(loss: Any, label_smoothing: float, task: str | None = None) -> A
     """
     if not label_smoothing:
         return loss
-    if task == "regression":
+    if task is not None and not _task(task).has_classes:
         raise TrainerError(
             format_error(
                 "label_smoothing only applies to classification",
@@ -149,6 +156,12 @@ def smooth_loss(loss: Any, label_smoothing: float, task: str | None = None) -> A
             fix="Use the head's default loss, or pass label_smoothing=0.0",
         )
     )
+
+
+def _task(task: Any) -> Any:
+    from finetunekit.tasks.base import get
+
+    return get(task)
 
 
 def _as_loss_object(loss: Any) -> Any:
@@ -214,11 +227,11 @@ def class_weights(value: Any, train_data: Any = None) -> dict[int, float] | None
     """
     if value is None:
         return None
-    task = getattr(train_data, "task", None)
-    if task in ("multilabel", "regression"):
+    task = getattr(train_data, "task_object", None)
+    if task is not None and not task.single_label:
         raise TrainerError(
             format_error(
-                f"class_weight does not apply to {task} data",
+                f"class_weight does not apply to {task.name} data",
                 expected="class_weight=None (or multiclass / binary data)",
                 received={"class_weight": value},
                 fix="Pass class_weight=None",

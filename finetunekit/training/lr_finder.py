@@ -29,13 +29,14 @@ import math
 import os
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+from finetunekit import _compat
 from finetunekit.errors import ArgumentTypeError, TrainerError, format_error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +125,7 @@ class LRFinderResult:
         from finetunekit import plots
 
         if ax is None:
-            fig = plots._new_figure((6.0, 4.0))
+            fig = plots.new_figure((6.0, 4.0))
             ax = fig.add_subplot()
         else:
             fig = ax.figure  # type: ignore[assignment]
@@ -152,7 +153,7 @@ class LRFinderResult:
         ax.set_ylabel("training loss")
         ax.set_title(f"Learning-rate finder (phase {self.phase})")
         ax.legend(fontsize="small")
-        return plots._finish(fig, path)
+        return plots.finish_figure(fig, path)
 
     def __repr__(self) -> str:
         def fmt(v: float | None) -> str:
@@ -392,77 +393,15 @@ def preserved_random_state() -> Iterator[None]:
     """
     py_state = random.getstate()
     np_state = np.random.get_state()
-    saved_keras = _keras_random_state()
-    saved_tf = _tf_random_state()
+    saved_keras = _compat.keras_random_state()
+    saved_tf = _compat.tf_random_state()
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        _restore_keras_random_state(saved_keras)
-        _restore_tf_random_state(saved_tf)
-
-
-def _keras_random_state() -> Any:
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-    except ImportError:  # pragma: no cover - internal layout changed
-        return None
-    generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
-    value = None
-    if generator is not None:
-        value = keras.ops.convert_to_numpy(generator.state.value).copy()
-    seed = global_state.get_global_attribute(rng_utils.GLOBAL_RANDOM_SEED)
-    return (
-        global_state,
-        seed_generator.GLOBAL_SEED_GENERATOR,
-        rng_utils.GLOBAL_RANDOM_SEED,
-        (
-            generator,
-            value,
-            seed,
-        ),
-    )
-
-
-def _restore_keras_random_state(saved: Any) -> None:
-    if saved is None:
-        return
-    global_state, generator_key, seed_key, (generator, value, seed) = saved
-    global_state.set_global_attribute(generator_key, generator)
-    global_state.set_global_attribute(seed_key, seed)
-    if generator is not None and value is not None:
-        generator.state.assign(value)
-
-
-def _tf_random_state() -> Any:
-    try:
-        from tensorflow.python.eager import context
-    except ImportError:  # pragma: no cover
-        return None
-    ctx = context.context()
-    rng = getattr(ctx, "_rng", None)
-    return ctx, getattr(ctx, "_seed", None), (rng.getstate() if rng is not None else None)
-
-
-def _restore_tf_random_state(saved: Any) -> None:
-    if saved is None:
-        return
-    ctx, seed, rng_state = saved
-    if getattr(ctx, "_seed", None) == seed and rng_state is None:
-        return
-    try:
-        ctx._seed = seed
-        if rng_state is None:
-            ctx._rng = None
-        else:
-            rng = random.Random()
-            rng.setstate(rng_state)
-            ctx._rng = rng
-    except AttributeError:  # pragma: no cover - internal layout changed
-        pass
+        _compat.restore_keras_random_state(saved_keras)
+        _compat.restore_tf_random_state(saved_tf)
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -477,14 +416,16 @@ def find_learning_rate(
     diverge: float = 4.0,
 ) -> LRFinderResult:
     """The work of ``FineTuner.find_learning_rate`` (see there); ``tuner`` is not changed."""
-    from finetunekit.training.compute import precision_scope, resolve_jit_compile
+    from finetunekit.training import engine
+    from finetunekit.training.compute import precision_scope
     from finetunekit.training.freezing import freeze, unfreeze
+    from finetunekit.training.losses import smooth_loss
     from finetunekit.training.optimizers import make_optimizer
 
     check_finder_args(min_lr, max_lr, steps, smoothing, diverge, phase)
-    trainer = tuner.trainer
     from finetunekit.training.distribute import strategy_name
 
+    trainer = tuner.trainer
     if strategy_name(trainer.strategy) == "multi_worker":
         raise TrainerError(
             format_error(
@@ -496,41 +437,37 @@ def find_learning_rate(
                 "{**cfg, 'strategy': 'default'})).find_learning_rate()",
             )
         )
-    strategy_scope = getattr(trainer, "scope", None)  # Trainer(strategy=...) where it exists
-    if strategy_scope is not None:
-        trainer.resolved_strategy()  # as fit: a strategy is created before TF runs anything
-    train, _, units = tuner._prepare()  # every recipe check fit() makes, before building
+    trainer.resolved_strategy()  # as fit: a strategy is created before TF runs anything
+    prepared = tuner.prepare()  # every recipe check fit() makes, before building
+    trainer = prepared.trainer
     if phase is None:
         phase = 1 if trainer.epochs else 2
-    with preserved_random_state(), strategy_scope() if strategy_scope else nullcontext():
+    with preserved_random_state(), trainer.scope():
         if trainer.seed is not None:
             keras.utils.set_random_seed(trainer.seed)
         with precision_scope(trainer.precision):
-            model, backbone_model, info = tuner.build_model(train, units)
+            built = tuner.build_model(prepared.train, prepared.units)
+        model, backbone_model = built.model, built.backbone_model
         snapshot = backbone_model.get_weights() if phase == 2 else None
         try:
             if phase == 1:
                 freeze(backbone_model)
             else:
-                trainer.check_backbone(backbone_model)
+                engine.check_backbone(trainer, backbone_model, built.lora_targets)
                 unfreeze(backbone_model, trainer.unfreeze, trainer.train_bn)
-            decay = getattr(trainer, "weight_decay", None)
-            model.compile(
-                optimizer=make_optimizer(
-                    trainer.optimizer,
-                    float(min_lr),
-                    **({"weight_decay": decay} if decay is not None else {}),
-                ),
-                loss=tuner.head.make_loss(
-                    train.task, (info.get("target_scaling") or {}).get("std")
-                ),
-                jit_compile=resolve_jit_compile(
-                    trainer.jit_compile, "frozen" if phase == 1 else "full"
-                ),
+            engine.compile_phase(  # fit's compile: the loss with the Trainer's smoothing
+                trainer,
+                model,
+                make_optimizer(trainer.optimizer, float(min_lr), weight_decay=trainer.weight_decay),
+                smooth_loss(built.loss, trainer.label_smoothing, built.task),
+                metrics=(),
+                step="frozen" if phase == 1 else "full",
             )
             # An explicit shuffle seed: no TensorFlow op-seed counter is consumed.
             seed = trainer.seed if trainer.seed is not None else 0
-            dataset = train.as_dataset(trainer.batch_size, shuffle=trainer.shuffle, seed=seed)
+            dataset = engine.TrainingData(adapter=prepared.train).batches(
+                trainer.batch_size, shuffle=trainer.shuffle, seed=seed
+            )
             result = lr_sweep(
                 model,
                 dataset,

@@ -1,9 +1,10 @@
 """How the Trainer optimises: layer groups, gradual unfreezing, discriminative rates,
 schedules, label smoothing, class weights, gradient accumulation and weight decay.
 
-:func:`check_methods` validates the ``Trainer`` arguments; a
-:class:`MethodsPlan` made at the start of ``Trainer.train`` turns them into
-the loss, the optimizer of each phase and the frozen set of each epoch.
+The checks of these ``Trainer`` settings live here (``check_*``, and
+:func:`check_together` for the rules across settings); a :class:`MethodsPlan`
+made by the engine at the start of training turns them into the loss, the
+optimizer of each phase and the frozen set of each epoch.
 """
 
 from __future__ import annotations
@@ -17,20 +18,17 @@ import keras
 from finetunekit.errors import TrainerError, format_error
 from finetunekit.training.discriminative import DiscriminativeOptimizer, group_rates
 from finetunekit.training.freezing import layer_groups, unfreeze, unfreeze_groups
-from finetunekit.training.losses import (
-    check_class_weight,
-    check_label_smoothing,
-    class_weights,
-    smooth_loss,
-)
+from finetunekit.training.losses import class_weights, smooth_loss
 from finetunekit.training.optimizers import make_optimizer
-from finetunekit.training.schedules import check_schedule, check_warmup, make_schedule
+from finetunekit.training.schedules import make_schedule
 
 __all__ = [
     "MethodsPlan",
     "check_data",
-    "check_methods",
+    "check_gradual_unfreeze",
+    "check_lr_multipliers",
     "check_rate",
+    "check_together",
     "rate_config",
     "unfrozen_counts",
 ]
@@ -84,131 +82,127 @@ def rate_config(rate: Rate | None) -> float | list[float] | None:
     return list(rate) if isinstance(rate, tuple) else rate
 
 
-def check_methods(
-    *,
-    learning_rate: Any,
-    fine_tune_learning_rate: Any,
-    layer_groups: Any,
-    gradual_unfreeze: Any,
-    lr_multipliers: Any,
-    schedule: Any,
-    warmup: Any,
-    label_smoothing: Any,
-    class_weight: Any,
-    gradient_accumulation_steps: Any,
-    weight_decay: Any,
-) -> dict[str, Any]:
-    """Validates the Trainer's optimisation arguments; returns them normalised.
+def check_gradual_unfreeze(value: Any) -> None | int | str | list[int]:
+    """Validates ``Trainer(gradual_unfreeze=...)`` alone (its length is checked with the groups).
 
     Examples:
-        >>> check_methods(learning_rate=1e-3, fine_tune_learning_rate=None, layer_groups=4,
-        ...     gradual_unfreeze=1, lr_multipliers=None, schedule="cosine", warmup=0.1,
-        ...     label_smoothing=0.0, class_weight=None, gradient_accumulation_steps=None,
-        ...     weight_decay=None)["gradual_unfreeze"]
-        1
+        >>> check_gradual_unfreeze((0, 1, 1))
+        [0, 1, 1]
     """
-    out: dict[str, Any] = {"learning_rate": check_rate("learning_rate", learning_rate)}
-    out["fine_tune_learning_rate"] = (
-        None
-        if fine_tune_learning_rate is None
-        else check_rate("fine_tune_learning_rate", fine_tune_learning_rate)
-    )
-    if isinstance(layer_groups, bool) or not isinstance(layer_groups, int) or layer_groups < 1:
-        raise _bad(
-            "layer_groups must be an int >= 1",
-            "layer_groups",
-            layer_groups,
-            "the number of backbone layer groups, e.g. 4",
-            "Pass layer_groups=4",
-        )
-    out["layer_groups"] = int(layer_groups)
-    if gradual_unfreeze is None:
-        out["gradual_unfreeze"] = None
-    elif gradual_unfreeze == "spread":
-        out["gradual_unfreeze"] = "spread"
-    elif isinstance(gradual_unfreeze, int) and not isinstance(gradual_unfreeze, bool):
-        if gradual_unfreeze < 1:
+    if value is None or (isinstance(value, str) and value == "spread"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
             raise _bad(
                 "gradual_unfreeze as an int is the groups unfrozen per epoch: >= 1",
                 "gradual_unfreeze",
-                gradual_unfreeze,
+                value,
                 "an int >= 1, or a list of phase-2 epochs (one per group, top first)",
                 "Pass gradual_unfreeze=1",
             )
-        out["gradual_unfreeze"] = int(gradual_unfreeze)
-    elif (
-        isinstance(gradual_unfreeze, (list, tuple))
-        and gradual_unfreeze
-        and all(isinstance(e, int) and not isinstance(e, bool) for e in gradual_unfreeze)
-        and gradual_unfreeze[0] == 0
-        and all(a <= b for a, b in zip(gradual_unfreeze, gradual_unfreeze[1:], strict=False))
-        and len(gradual_unfreeze) <= out["layer_groups"]
+        return int(value)
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(e, int) and not isinstance(e, bool) for e in value)
+        and value[0] == 0
+        and all(a <= b for a, b in zip(value, value[1:], strict=False))
     ):
-        out["gradual_unfreeze"] = [int(e) for e in gradual_unfreeze]
-    else:
+        return [int(e) for e in value]
+    raise _bad(
+        "gradual_unfreeze must be None, 'spread', an int >= 1 or a list of phase-2 epochs",
+        "gradual_unfreeze",
+        value,
+        "a non-decreasing list starting at 0, at most layer_groups long "
+        "(the epoch each group, top first, is unfrozen)",
+        "Pass gradual_unfreeze=[0, 1, 2, 3] or gradual_unfreeze=1",
+    )
+
+
+def check_lr_multipliers(value: Any) -> list[float] | None:
+    """Validates ``Trainer(lr_multipliers=...)`` alone: ``None`` or positive numbers.
+
+    Examples:
+        >>> check_lr_multipliers([1, 0.5])
+        [1.0, 0.5]
+    """
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and value and all(_number(m) for m in value):
+        return [float(m) for m in value]
+    raise _bad(
+        "lr_multipliers must be one positive number per layer group, top first",
+        "lr_multipliers",
+        value,
+        "a list of floats, one per layer group",
+        "Pass e.g. lr_multipliers=[1.0, 0.3, 0.1, 0.03] with layer_groups=4",
+    )
+
+
+def check_together(trainer: Any) -> None:
+    """The Trainer's rules across settings; raises ``TrainerError``.
+
+    Nothing to train; a ``gradual_unfreeze`` list or ``lr_multipliers`` that
+    do not fit ``layer_groups``; ``lr_multipliers`` with a rate range; LoRA
+    without phase 2 or with gradual unfreezing.
+    """
+    if trainer.epochs + trainer.fine_tune_epochs == 0:
+        raise TrainerError(
+            format_error(
+                "Nothing to train: epochs and fine_tune_epochs are both 0",
+                expected="epochs >= 1 or fine_tune_epochs >= 1",
+                received={"epochs": trainer.epochs, "fine_tune_epochs": trainer.fine_tune_epochs},
+                fix="Pass epochs=5",
+            )
+        )
+    groups = trainer.layer_groups
+    gradual = trainer.gradual_unfreeze
+    if isinstance(gradual, list) and len(gradual) > groups:
         raise _bad(
-            "gradual_unfreeze must be None, 'spread', an int >= 1 or a list of phase-2 epochs",
+            f"gradual_unfreeze lists {len(gradual)} groups but layer_groups={groups}",
             "gradual_unfreeze",
-            gradual_unfreeze,
+            gradual,
             "a non-decreasing list starting at 0, at most layer_groups long "
             "(the epoch each group, top first, is unfrozen)",
-            "Pass gradual_unfreeze=[0, 1, 2, 3] or gradual_unfreeze=1",
+            f"Pass at most {groups} epochs, or layer_groups={len(gradual)}",
         )
-    if lr_multipliers is None:
-        out["lr_multipliers"] = None
-    elif (
-        isinstance(lr_multipliers, (list, tuple))
-        and len(lr_multipliers) == out["layer_groups"]
-        and all(_number(m) for m in lr_multipliers)
-    ):
-        if isinstance(out["fine_tune_learning_rate"], tuple):
+    multipliers = trainer.lr_multipliers
+    if multipliers is not None:
+        if len(multipliers) != groups:
+            raise _bad(
+                "lr_multipliers must be one positive number per layer group, top first",
+                "lr_multipliers",
+                multipliers,
+                f"a list of {groups} floats (layer_groups={groups})",
+                "Pass e.g. lr_multipliers=[1.0, 0.3, 0.1, 0.03] with layer_groups=4",
+            )
+        if isinstance(trainer.fine_tune_learning_rate, tuple):
             raise _bad(
                 "lr_multipliers and a fine_tune_learning_rate range both set the group rates",
                 "lr_multipliers",
-                lr_multipliers,
+                multipliers,
                 "one of them",
                 "Pass fine_tune_learning_rate as a single float with lr_multipliers",
             )
-        out["lr_multipliers"] = [float(m) for m in lr_multipliers]
-    else:
-        raise _bad(
-            "lr_multipliers must be one positive number per layer group, top first",
-            "lr_multipliers",
-            lr_multipliers,
-            f"a list of {out['layer_groups']} floats (layer_groups={out['layer_groups']})",
-            "Pass e.g. lr_multipliers=[1.0, 0.3, 0.1, 0.03] with layer_groups=4",
+    if trainer.lora_rank is not None and trainer.fine_tune_epochs == 0:
+        raise TrainerError(
+            format_error(
+                "lora_rank is set but there is no fine-tuning phase to train the adapters",
+                expected="fine_tune_epochs >= 1 with lora_rank",
+                received={"lora_rank": trainer.lora_rank, "fine_tune_epochs": 0},
+                fix="Pass fine_tune_epochs=5 (LoRA trains in phase 2), or lora_rank=None",
+            )
         )
-    out["schedule"] = check_schedule(schedule)
-    out["warmup"] = check_warmup(warmup)
-    out["label_smoothing"] = check_label_smoothing(label_smoothing)
-    out["class_weight"] = check_class_weight(class_weight)
-    if gradient_accumulation_steps is not None and (
-        isinstance(gradient_accumulation_steps, bool)
-        or not isinstance(gradient_accumulation_steps, int)
-        or gradient_accumulation_steps < 1
-    ):
-        raise _bad(
-            "gradient_accumulation_steps must be None or an int >= 1",
-            "gradient_accumulation_steps",
-            gradient_accumulation_steps,
-            "None (update every batch) or the number of batches per update",
-            "Pass gradient_accumulation_steps=4",
+    if trainer.lora_rank is not None and gradual is not None:
+        raise TrainerError(
+            format_error(
+                "lora_rank and gradual_unfreeze cannot be combined: with LoRA only the "
+                "adapters train, from the first phase-2 epoch",
+                expected="either lora_rank or gradual_unfreeze",
+                received={"lora_rank": trainer.lora_rank, "gradual_unfreeze": gradual},
+                fix="Pass gradual_unfreeze=None to train LoRA adapters, or lora_rank=None",
+            )
         )
-    out["gradient_accumulation_steps"] = gradient_accumulation_steps
-    if weight_decay is not None and (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, (int, float))
-        or not 0 <= weight_decay < float("inf")
-    ):
-        raise _bad(
-            "weight_decay must be None or a number >= 0",
-            "weight_decay",
-            weight_decay,
-            "None (the optimizer's own default) or e.g. 0.01",
-            "Pass weight_decay=0.01",
-        )
-    out["weight_decay"] = None if weight_decay is None else float(weight_decay)
-    return out
 
 
 def unfrozen_counts(groups: int, gradual: None | int | str | list[int], epochs: int) -> list[int]:
@@ -250,7 +244,7 @@ class MethodsPlan:
 
     def __init__(self, trainer: Any, backbone_model: Any, train_ds: Any, train_data: Any) -> None:
         self.trainer = trainer
-        self.task = getattr(train_data, "task", None)
+        self.task = getattr(train_data, "task_object", None)
         self.class_weight = class_weights(trainer.class_weight, train_data)
         self.groups: list[list[Any]] = []
         self.counts: list[int] = []
@@ -411,8 +405,9 @@ def check_data(trainer: Any, train_data: Any) -> None:
         label_smoothing only applies to classification
     """
     class_weights(trainer.class_weight, train_data)
-    if trainer.label_smoothing and getattr(train_data, "task", None) == "regression":
-        smooth_loss("mse", trainer.label_smoothing, "regression")
+    task = getattr(train_data, "task_object", None)
+    if trainer.label_smoothing and task is not None and not task.has_classes:
+        smooth_loss("mse", trainer.label_smoothing, task)
 
 
 def check_groups(trainer: Any, groups: int) -> None:

@@ -1,8 +1,8 @@
-"""Label inference and encoding for :class:`~finetunekit.data.DatasetAdapter`.
+"""Target inference and encoding of the built-in tasks.
 
 This module turns whatever labels a user has (ints, strings, bools, one-hot or
 multi-hot rows, float targets) into one of the four stored encodings of the
-shared vocabulary (see ``docs/internal/architecture.md``):
+built-in tasks (:mod:`finetunekit.tasks`; see ``docs/internal/architecture.md``):
 
 | task | stored targets (numpy) | batch targets (float32) |
 | --- | --- | --- |
@@ -12,7 +12,9 @@ shared vocabulary (see ``docs/internal/architecture.md``):
 | regression | float32, (N,) or (N, D) | (B, D) |
 
 It also records *how* raw labels map to that encoding (a :class:`LabelEncoding`),
-so ``tf.data`` sources can encode labels on the fly, batch by batch.
+so ``tf.data`` sources can encode labels on the fly, batch by batch. The
+built-in tasks' ``encode`` methods call :func:`encode_labels`; a user task
+reads value targets with :func:`encode_values` unless it overrides ``encode``.
 
 Inference rules (``task=None``):
 
@@ -33,30 +35,30 @@ Inference rules (``task=None``):
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from finetunekit.errors import ArgumentTypeError, LabelError, format_error
 
-__all__ = [
-    "TASKS",
-    "CLASSIFICATION_TASKS",
-    "LabelEncoding",
-    "validate_task",
-    "validate_class_names",
-    "encode_labels",
-    "reencode",
-    "raw_to_stored_tf",
-    "stored_to_batch_tf",
-]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from finetunekit.tasks.base import Task
 
-TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression")
-CLASSIFICATION_TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
+__all__ = [
+    "LabelEncoding",
+    "encode_labels",
+    "encode_targets",
+    "encode_values",
+    "raw_to_stored_tf",
+    "reencode",
+    "stored_to_batch_tf",
+    "task_of",
+    "validate_class_names",
+    "validate_task",
+]
 
 _MAX_SHOWN = 5
 
@@ -66,7 +68,7 @@ class LabelEncoding:
     """How raw labels map to the stored targets of one adapter.
 
     Attributes:
-        task: One of :data:`TASKS`.
+        task: The task's name (``data.task``).
         class_names: Final class names (target names for regression).
         raw: How a raw label is read: ``"index"`` (ints, bools, integer-valued
             floats, any shape ``(N,)`` or ``(N, 1)``), ``"string"`` (looked up
@@ -78,6 +80,9 @@ class LabelEncoding:
             regression.
         remap: Optional mapping raw class index -> final class index (set when
             an adapter is re-encoded to a larger / reordered class list).
+        task_object: The :class:`~finetunekit.Task` itself when it is not a
+            built-in one (a user task may carry settings); built-ins are
+            found by name. Use :func:`task_of`.
     """
 
     task: str
@@ -86,62 +91,53 @@ class LabelEncoding:
     raw_names: tuple[str, ...] = ()
     target_shape: tuple[int, ...] = ()
     remap: tuple[int, ...] | None = None
+    task_object: Task | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int | None:
-        """K for multiclass/multilabel, 2 for binary, None for regression."""
-        if self.task == "regression":
-            return None
-        return len(self.class_names)
+        """The task's number of classes for these targets (``None`` without classes)."""
+        return task_of(self).num_classes(self)
 
     @property
     def target_dim(self) -> int:
         """Width of the float32 batch targets."""
-        if self.task == "binary":
-            return 1
-        if self.task == "regression":
-            return int(np.prod(self.target_shape)) if self.target_shape else 1
-        return len(self.class_names)
+        return task_of(self).target_dim(self)
+
+
+def task_of(encoding: LabelEncoding) -> Task:
+    """The :class:`~finetunekit.Task` an encoding belongs to.
+
+    Examples:
+        >>> _, enc = encode_labels([0, 1, 2])
+        >>> type(task_of(enc)).__name__
+        'Multiclass'
+    """
+    if encoding.task_object is not None:
+        return encoding.task_object
+    from finetunekit.tasks.base import get
+
+    return get(encoding.task)
 
 
 # --------------------------------------------------------------------------- arguments
 
 
-def validate_task(task: Any) -> str | None:
-    """Checks ``task`` and returns it lower-cased (or None).
+def validate_task(task: Any) -> Task | None:
+    """Checks ``task`` (a name, a :class:`~finetunekit.Task` or None) and returns the Task.
 
     Raises:
-        ArgumentTypeError: ``task`` is not a string or None.
-        LabelError: ``task`` is not one of :data:`TASKS`.
+        ArgumentTypeError: ``task`` is not a string, a Task or None.
+        LabelError: no task of that name is registered.
 
     Examples:
-        >>> validate_task("Multiclass")
+        >>> validate_task("Multiclass").name
         'multiclass'
     """
     if task is None:
         return None
-    if not isinstance(task, str):
-        raise ArgumentTypeError(
-            format_error(
-                "task must be a string or None",
-                expected=f"one of {list(TASKS)} or None (infer from the labels)",
-                received={"task": task},
-                fix='Pass e.g. task="multiclass", or leave task=None',
-            )
-        )
-    key = task.strip().lower().replace("-", "").replace("_", "")
-    if key in TASKS:
-        return key
-    close = difflib.get_close_matches(key, TASKS, n=1)
-    hint = f'Did you mean task="{close[0]}"?' if close else "Leave task=None to infer it"
-    raise LabelError(
-        format_error(
-            f"Unknown task {task!r}",
-            expected=f"one of {list(TASKS)} or None",
-            received={"task": task},
-            fix=hint,
-        )
-    )
+    from finetunekit.tasks.base import get
+
+    return get(task)
 
 
 def validate_class_names(class_names: Any) -> list[str] | None:
@@ -334,40 +330,37 @@ def _single_class_error(present: list[str], name: str, arr: np.ndarray) -> Label
 # --------------------------------------------------------------------------- inference
 
 
-def encode_labels(
+def encode_targets(
     y: Any,
     *,
-    task: str | None = None,
+    task: Task | None = None,
     class_names: list[str] | None = None,
     name: str = "y",
     check_single_class: bool | None = None,
 ) -> tuple[np.ndarray, LabelEncoding]:
-    """Infers the task and encodes labels as stored targets.
+    """Encodes raw labels for ``task``, or infers a built-in task when it is ``None``.
 
-    Args:
-        y: Raw labels (anything ``np.asarray`` accepts).
-        task: A validated task (see :func:`validate_task`) or None to infer it.
-        class_names: Validated class names or None to infer them.
-        name: Name of the argument shown in error messages.
-        check_single_class: Raise when only one class is present. Defaults to
-            ``class_names is None`` (a given class list may legitimately be only
-            partly present, e.g. in a test set).
-
-    Returns:
-        ``(targets, encoding)``: the stored targets (see the module table) and
-        the :class:`LabelEncoding` describing them.
-
-    Raises:
-        LabelError: The labels cannot be used, or contradict ``task`` /
-            ``class_names``.
+    The entry point of every data source: ``task.encode`` does the work (the
+    built-ins call :func:`encode_labels`); the encoding remembers the task
+    object, so a user task's settings reach the ``tf.data`` pipeline.
 
     Examples:
-        >>> targets, enc = encode_labels(["dog", "cat", "dog"])
-        >>> targets.tolist(), enc.task, enc.class_names
-        ([1, 0, 1], 'binary', ('cat', 'dog'))
+        >>> targets, enc = encode_targets([0.5, 2.0])
+        >>> enc.task, targets.dtype.name
+        ('regression', 'float32')
     """
-    if check_single_class is None:
-        check_single_class = class_names is None
+    if task is None:
+        return encode_labels(
+            y, task=None, class_names=class_names, name=name, check_single_class=check_single_class
+        )
+    targets, encoding = task.encode(
+        y, class_names=class_names, name=name, check_single_class=check_single_class
+    )
+    return targets, replace(encoding, task=task.name, task_object=task)
+
+
+def _label_array(y: Any, name: str) -> np.ndarray:
+    """``y`` as a numpy array of one label row per example, after the generic checks."""
     arr = _as_label_array(y, name)
     if arr.ndim == 0:
         raise LabelError(
@@ -408,7 +401,72 @@ def encode_labels(
             )
         )
     _check_finite(arr, name)
+    return arr
 
+
+def encode_values(
+    y: Any, class_names: list[str] | None, name: str = "y", *, task: Task | None = None
+) -> tuple[np.ndarray, LabelEncoding]:
+    """Reads value targets: float32, shape ``(N,)`` or ``(N, D)`` (the base ``Task.encode``).
+
+    ``class_names`` name the ``D`` target columns (or ``None``).
+
+    Examples:
+        >>> targets, enc = encode_values([[1, 2], [3, 4]], ["w", "h"])
+        >>> targets.shape, enc.target_shape, enc.class_names
+        ((2, 2), (2,), ('w', 'h'))
+    """
+    arr = _label_array(y, name)
+    task_name = task.name if task is not None else "regression"
+    if arr.dtype.kind == "U":
+        raise LabelError(
+            format_error(
+                f'String labels cannot be used with task="{task_name}"',
+                expected="numeric targets",
+                received={name: arr, "task": task_name},
+                fix="Convert the labels to numbers",
+            )
+        )
+    targets, encoding = _encode_regression(arr, class_names, name)
+    return targets, replace(encoding, task=task_name, task_object=task)
+
+
+def encode_labels(
+    y: Any,
+    *,
+    task: str | None = None,
+    class_names: list[str] | None = None,
+    name: str = "y",
+    check_single_class: bool | None = None,
+) -> tuple[np.ndarray, LabelEncoding]:
+    """Infers a built-in task and encodes labels as stored targets.
+
+    Args:
+        y: Raw labels (anything ``np.asarray`` accepts).
+        task: The name of a built-in task, or None to infer it.
+        class_names: Validated class names or None to infer them.
+        name: Name of the argument shown in error messages.
+        check_single_class: Raise when only one class is present. Defaults to
+            ``class_names is None`` (a given class list may legitimately be only
+            partly present, e.g. in a test set).
+
+    Returns:
+        ``(targets, encoding)``: the stored targets (see the module table) and
+        the :class:`LabelEncoding` describing them.
+
+    Raises:
+        LabelError: The labels cannot be used, or contradict ``task`` /
+            ``class_names``.
+
+    Examples:
+        >>> targets, enc = encode_labels(["dog", "cat", "dog"])
+        >>> targets.tolist(), enc.task, enc.class_names
+        ([1, 0, 1], 'binary', ('cat', 'dog'))
+    """
+    if check_single_class is None:
+        check_single_class = class_names is None
+    arr = _label_array(y, name)
+    kind = arr.dtype.kind
     if kind == "U":
         if arr.ndim != 1:
             raise LabelError(
@@ -688,7 +746,7 @@ def reencode(
     targets: np.ndarray,
     encoding: LabelEncoding,
     *,
-    task: str | None,
+    task: Task | None,
     class_names: list[str] | None,
 ) -> tuple[np.ndarray, LabelEncoding]:
     """Maps stored targets onto another class list / task, by class *name*.
@@ -712,22 +770,29 @@ def reencode(
         >>> t2.tolist(), e2.task
         ([0, 1, 0], 'multiclass')
     """
-    old_task = encoding.task
-    old_names = list(encoding.class_names)
-    new_names = old_names if class_names is None else list(class_names)
-    if old_task == "regression" or task == "regression":
-        if old_task == "regression" and task in (None, "regression") and new_names == old_names:
-            return targets, encoding
+    wanted = task
+    task_name = None if task is None else task.name
+    if not (task_of(encoding).has_classes and (task is None or task.has_classes)):
+        # value targets (regression or a user task) are only re-labelled as themselves
+        same_task = task_name in (None, encoding.task)
+        if same_task and (class_names is None or list(class_names) == list(encoding.class_names)):
+            if wanted is None or wanted == task_of(encoding):
+                return targets, encoding
+            return targets, replace(encoding, task_object=wanted)
         raise LabelError(
             format_error(
-                f'The data has task="{old_task}" and class_names={_shown(old_names)}, '
-                f"which cannot be turned into task={task!r}, class_names="
-                f"{_shown(new_names)}",
+                f'The data has task="{encoding.task}" and class_names='
+                f"{_shown(list(encoding.class_names))}, which cannot be turned into "
+                f"task={task_name!r}, class_names="
+                f"{_shown(list(class_names) if class_names is not None else [])}",
                 expected="the same task and target names as the data",
-                received={"task": task, "class_names": class_names},
+                received={"task": task_name, "class_names": class_names},
                 fix="Rebuild the adapter from the raw labels with the task you want",
             )
         )
+    old_task = encoding.task
+    old_names = list(encoding.class_names)
+    new_names = old_names if class_names is None else list(class_names)
     missing = [n for n in old_names if n not in new_names]
     if missing:
         raise LabelError(
@@ -739,28 +804,30 @@ def reencode(
                 fix="Build both adapters with the same class_names, or fix the labels",
             )
         )
-    if old_task == "multilabel":
-        new_task = task or "multilabel"
-        if new_task != "multilabel":
-            raise _task_mismatch(old_task, task)
+    multi_hot = not task_of(encoding).single_label  # multilabel targets stay multilabel
+    if multi_hot:
+        new_task = task_name or old_task
+        if wanted is not None and wanted.single_label:
+            raise _task_mismatch(old_task, task_name)
     else:
-        if task == "multilabel":
-            raise _task_mismatch(old_task, task)
-        if task is None:
-            new_task = old_task if len(new_names) == 2 else "multiclass"
+        if wanted is not None and not wanted.single_label:
+            raise _task_mismatch(old_task, task_name)
+        if task_name is None:  # more class names turn binary data into multiclass data
+            promote = old_task == "binary" and len(new_names) != 2
+            new_task = "multiclass" if promote else old_task
         else:
-            new_task = task
+            new_task = task_name
         if new_task == "binary" and len(new_names) != 2:
             raise LabelError(
                 format_error(
                     f'task="binary" needs exactly 2 classes, got {len(new_names)}',
                     expected="two class names",
-                    received={"task": task, "class_names": class_names},
+                    received={"task": task_name, "class_names": class_names},
                     fix='Use task="multiclass"',
                 )
             )
     mapping = np.array([new_names.index(n) for n in old_names], dtype=np.int64)
-    if old_task == "multilabel":
+    if multi_hot:
         new_targets = np.zeros((len(targets), len(new_names)), np.float32)
         new_targets[:, mapping] = targets
         shape: tuple[int, ...] = (len(new_names),)
@@ -775,6 +842,9 @@ def reencode(
         class_names=tuple(new_names),
         target_shape=shape,
         remap=composed,
+        task_object=wanted
+        if wanted is not None
+        else (encoding.task_object if new_task == old_task else None),
     )
     return new_targets, new_enc
 
@@ -831,7 +901,9 @@ def raw_to_stored_tf(y: Any, encoding: LabelEncoding) -> Any:
 
 
 def stored_to_batch_tf(t: Any, encoding: LabelEncoding) -> Any:
-    """Turns a batch of stored targets into the float32 batch targets of the table.
+    """Turns a batch of stored targets into the float32 batch targets the loss receives.
+
+    The task of ``encoding`` decides (:meth:`finetunekit.Task.batch_targets`).
 
     Examples:
         >>> import tensorflow as tf
@@ -839,12 +911,4 @@ def stored_to_batch_tf(t: Any, encoding: LabelEncoding) -> Any:
         >>> stored_to_batch_tf(tf.constant([2, 0], tf.int64), enc).numpy().tolist()
         [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     """
-    import tensorflow as tf
-
-    if encoding.task == "multiclass":
-        return tf.one_hot(tf.cast(t, tf.int64), len(encoding.class_names), dtype=tf.float32)
-    if encoding.task == "binary":
-        return tf.reshape(tf.cast(t, tf.float32), (-1, 1))
-    if encoding.task == "multilabel":
-        return tf.cast(t, tf.float32)
-    return tf.reshape(tf.cast(t, tf.float32), (-1, encoding.target_dim))
+    return task_of(encoding).batch_targets(t, encoding)
