@@ -12,6 +12,7 @@ Messages follow one shape, built by :func:`format_error`::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -106,7 +107,15 @@ class ExportError(FineTuneError, ValueError):
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    """Returns a short ``repr`` of ``value`` for an error message."""
+    """Returns a short ``repr`` of ``value`` for an error message.
+
+    Long strings and paths keep their start and their end (the file name),
+    other values their start.
+
+    Examples:
+        >>> _short("/a/very/long/folder/" * 6 + "encoder.keras", limit=40)
+        "'/a/very/long/folder...er/encoder.keras'"
+    """
     try:
         import numpy as np
 
@@ -116,7 +125,11 @@ def _short(value: Any, limit: int = 80) -> str:
         pass
     text = repr(value)
     if len(text) > limit:
-        text = text[: limit - 3] + "..."
+        if isinstance(value, (str, os.PathLike)):
+            head = limit // 2
+            text = text[:head] + "..." + text[-(limit - head - 3) :]
+        else:
+            text = text[: limit - 3] + "..."
     return text
 
 

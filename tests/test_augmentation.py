@@ -155,8 +155,8 @@ def test_inference_is_deterministic_and_equals_the_model_without_augmentation(
     np.testing.assert_allclose(fitted.predict(x), out, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(fitted.predict(x), fitted.predict(x))
     # in training mode the augmentation block changes what the backbone sees
-    seen = keras.Model(model.inputs, model.get_layer("augmentation").output)
-    adapted = keras.Model(model.inputs, model.get_layer("input_adapter").output)
+    seen = keras.Model(model.inputs[0], model.get_layer("augmentation").output)
+    adapted = keras.Model(model.inputs[0], model.get_layer("input_adapter").output)
     one, two = np.asarray(seen(x, training=True)), np.asarray(seen(x, training=True))
     assert not np.allclose(one, two)
     np.testing.assert_array_equal(np.asarray(seen(x, training=False)), np.asarray(adapted(x)))
@@ -203,7 +203,7 @@ def test_clips_get_one_transform_for_all_their_frames() -> None:
     )
     prepared = tuner.prepare()
     model = tuner.build_model(prepared.train, prepared.units).model
-    frames = keras.Model(model.inputs, model.get_layer("augmentation_unstack_frames").output)
+    frames = keras.Model(model.inputs[0], model.get_layer("augmentation_unstack_frames").output)
     out = np.asarray(frames(clips, training=True)).reshape(6, 4, 16, 16, 3)
     for clip in out:  # every frame of a clip transformed alike
         for other in clip[1:]:

@@ -400,7 +400,7 @@ def test_from_file_refuses_a_file_that_carries_code(tmp_path):
         recipe.with_backbone(backbone).fit()
     message = str(err.value)
     assert "`Lambda` layer" in message and "arbitrary code execution" in message
-    assert f"path={str(path)!r}" in message
+    assert "path=" in message and "encoder.keras" in message  # long paths are shortened
     assert not ran.exists()  # the file's code never ran
 
     trusted = keras.saving.load_model(path, safe_mode=False)

@@ -31,7 +31,7 @@ def _net() -> keras.Model:
 
 
 def _features(net: keras.Model) -> keras.Model:
-    return keras.Model(net.inputs, net.layers[-2].output)  # the default features: GAP
+    return keras.Model(net.inputs[0], net.layers[-2].output)  # the default features: GAP
 
 
 def _images(shape: tuple[int, ...], n: int = 12) -> np.ndarray:

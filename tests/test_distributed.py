@@ -319,7 +319,7 @@ def _fit_both_ways(class_weight: dict[int, float] | None = None) -> list[tuple[A
                 **{k: v for k, v in kwargs.items() if k != "class_weight"},
             )
         else:
-            history = distribute.fit(model, None, train, **kwargs)
+            history = distribute.fit(model, None, train, shuffle=False, **kwargs)
         runs.append((history, recorder.events))
     return runs
 

@@ -111,7 +111,7 @@ def test_metrics_per_task():
 
 
 def test_config_round_trip_and_unknown_keys():
-    head = ftk.HeadReplacer(num_classes=4, hidden_units=(32,), dropout=0.1, label_smoothing=0.1)
+    head = ftk.HeadReplacer(num_classes=4, hidden_units=(32,), dropout=0.3, pooling="max")
     again = ftk.HeadReplacer.from_config(head.get_config())
     assert again.get_config() == head.get_config()
     with pytest.raises(ftk.ConfigError) as err:

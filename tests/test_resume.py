@@ -614,6 +614,11 @@ def _head(**kwargs: Any) -> ftk.HeadReplacer:
     return ftk.HeadReplacer(hidden_units=kwargs.pop("hidden_units", (8,)), dropout=0.2, **kwargs)
 
 
+def _smoothing_head() -> ftk.HeadReplacer:
+    with pytest.warns(DeprecationWarning, match="label_smoothing"):
+        return _head(label_smoothing=0.1)
+
+
 #: The recipes whose finished folders the fingerprint tests start from (head settings).
 BASES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -664,8 +669,12 @@ CHANGES: dict[str, tuple[str, Callable[[], dict[str, Any]], set[str]]] = {
     "more_examples": ("default", lambda: {"data": _data(n=80)}, {"data", "validation"}),
     "other_image_size": ("default", lambda: {"data": _data(size=20)}, {"data", "validation"}),
     "validation_fraction": ("default", lambda: {"validation": 0.5}, {"data", "validation"}),
-    # CategoricalCrossentropy(label_smoothing=0.1) instead of 0.0: same class, other loss
-    "head_label_smoothing": ("default", lambda: {"head": _head(label_smoothing=0.1)}, {"loss"}),
+    # the head's (deprecated) label smoothing moves onto the Trainer: both differ
+    "head_label_smoothing": (
+        "default",
+        lambda: {"head": _smoothing_head()},
+        {"trainer.label_smoothing", "loss"},
+    ),
     # two loss functions (not Loss objects)
     "head_loss": (
         "loss_function",

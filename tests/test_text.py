@@ -127,11 +127,24 @@ def test_from_preset_checks_arguments_at_once(tiny_preset: str, tmp_path) -> Non
         ftk.Backbone.from_preset(str(tmp_path))
     with pytest.raises(ftk.UnknownBackboneError, match="'bert_tiny_en_uncased'"):
         ftk.Backbone.from_preset("bert_tiny_en_uncasd")
-    bb = ftk.Backbone.from_preset(tiny_preset, sequence_length=8, pooling="cls", lora_rank=2)
+    bb = ftk.Backbone.from_preset(tiny_preset, sequence_length=8, pooling="cls")
     recipe = ftk.FineTuner().with_backbone(bb).get_config()
     again = ftk.FineTuner.from_config(json.loads(json.dumps(recipe))).backbone
     assert again.get_config() == bb.get_config()
     assert isinstance(again, ftk.Backbone) and again.source == "preset"
+
+
+def test_backbone_lora_rank_is_deprecated_and_moves_onto_the_trainer(tiny_preset: str) -> None:
+    with pytest.warns(DeprecationWarning, match="Trainer\\(lora_rank"):
+        bb = ftk.Backbone.from_preset(tiny_preset, sequence_length=8, lora_rank=2)
+    texts, labels = _sentences(8)
+    tuner = ftk.FineTuner().with_data((texts, labels)).with_backbone(bb)
+    phase2 = tuner.with_trainer(ftk.Trainer(epochs=1, fine_tune_epochs=1))
+    assert phase2.prepare().trainer.lora_rank == 2  # the recipe keeps it on the backbone
+    assert phase2.get_config()["backbone"]["lora_rank"] == 2
+    assert tuner.with_trainer(ftk.Trainer(epochs=1)).prepare().trainer.lora_rank is None
+    with pytest.raises(ftk.TrainerError, match="set twice"):
+        tuner.with_trainer(ftk.Trainer(fine_tune_epochs=1, lora_rank=4)).prepare()
 
 
 def test_missing_keras_hub_names_the_extra(monkeypatch) -> None:
@@ -172,12 +185,18 @@ def test_texts_and_backbones_must_match(tiny_preset: str) -> None:
 def test_texts_lora_fit_predict_save_load(tiny_preset: str, tmp_path) -> None:
     texts, labels = _sentences(48)
     trainer = ftk.Trainer(
-        epochs=30, learning_rate=2e-2, fine_tune_epochs=1, batch_size=16, verbose=0, seed=0
+        epochs=30,
+        learning_rate=2e-2,
+        fine_tune_epochs=1,
+        lora_rank=2,
+        batch_size=16,
+        verbose=0,
+        seed=0,
     )
     result = (
         ftk.FineTuner()
         .with_data(ftk.DatasetAdapter.from_texts(texts, labels))
-        .with_backbone(ftk.Backbone.from_preset(tiny_preset, sequence_length=8, lora_rank=2))
+        .with_backbone(ftk.Backbone.from_preset(tiny_preset, sequence_length=8))
         .with_head(ftk.HeadReplacer(dropout=0.0))
         .with_trainer(trainer)
         .fit()
@@ -185,6 +204,10 @@ def test_texts_lora_fit_predict_save_load(tiny_preset: str, tmp_path) -> None:
     backbone = result.model.get_layer("backbone")
     trained = [v.name for v in backbone.trainable_weights]
     assert trained and all(name.startswith("lora_kernel") for name in trained)
+    # the encoder's own default targets: the attention query and value projections
+    lora = result.info["lora"]
+    assert set(lora["kinds"]) <= {"query_dense", "value_dense", "query", "value"}
+    assert lora["layers"] == 2 * 2  # 2 layers (the tiny preset) x query and value
     assert result.params["trainable_phase1"] == 16 + 1  # the head only: Dense(16 -> 1)
     assert result.params["trainable_phase2"] == 17 + sum(
         int(np.prod(v.shape)) for v in backbone.trainable_weights
@@ -201,7 +224,7 @@ def test_texts_lora_fit_predict_save_load(tiny_preset: str, tmp_path) -> None:
     assert again.predict_classes(["rain and snow today"]) == result.predict_classes(
         ["rain and snow today"]
     )
-    assert again.info["lora_rank"] == 2 and again.info["pooling"] == "mean"
+    assert again.info["lora"]["rank"] == 2 and again.info["pooling"] == "mean"
     # a fresh process: the custom layers and KerasHub's are found without any import
     code = (
         "import sys, json, finetunekit as ftk; "
