@@ -281,8 +281,8 @@ def _run(
     if session.resume(model):
         result.resumed_from = session.resumed_from
         _fast_forward(train_ds, len(session.rows))
-        if trainer.checkpoint_dir:  # all workers must have read the chief's checkpoint
-            distribute.check_resumed(strategy, len(session.rows), trainer.checkpoint_dir)
+    if trainer.checkpoint_dir:  # every worker, resumed or not: all must have read the chief's
+        distribute.check_resumed(strategy, len(session.rows), trainer.checkpoint_dir)
     from finetunekit.training import feature_cache as fc
 
     split, cache_info = fc.decide(trainer, built, train, validation, strategy)
