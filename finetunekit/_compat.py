@@ -34,6 +34,7 @@ __all__ = [
     "restore_tf_random_state",
     "set_optimizer_iterations",
     "symbolic_build",
+    "tensor_source",
     "tf_random_state",
 ]
 
@@ -67,6 +68,20 @@ def graph_nodes(outputs: list[Any]) -> list[Any]:
         seen[id(node)] = node
         stack.extend(_node_of(t) for t in node.input_tensors)
     return list(seen.values())
+
+
+def tensor_source(tensor: Any) -> tuple[Any, list[Any]] | None:
+    """The operation that produced a symbolic tensor and the input tensors of that call.
+
+    Works where the public ``layer.input`` does not: nested models (whose
+    ``input`` is their own inner ``Input``) and shared layers. ``None`` for a
+    tensor without Keras history. Used by ``backbones.cut`` to walk down from
+    a model's output (Keras 3.0-3.15 ``_keras_history``, see ``_node_of``).
+    """
+    if getattr(tensor, "_keras_history", None) is None:
+        return None
+    node = _node_of(tensor)
+    return node.operation, list(node.input_tensors)
 
 
 def keras_mask(tensor: Any) -> Any:

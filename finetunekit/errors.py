@@ -13,6 +13,7 @@ Messages follow one shape, built by :func:`format_error`::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -116,13 +117,9 @@ def _short(value: Any, limit: int = 80) -> str:
         >>> _short("/a/very/long/folder/" * 6 + "encoder.keras", limit=40)
         "'/a/very/long/folder...er/encoder.keras'"
     """
-    try:
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            return f"array(shape={value.shape}, dtype={value.dtype})"
-    except Exception:  # pragma: no cover - numpy always present
-        pass
+    np = sys.modules.get("numpy")  # not imported: no array (and the CLI's errors stay fast)
+    if np is not None and isinstance(value, np.ndarray):
+        return f"array(shape={value.shape}, dtype={value.dtype})"
     text = repr(value)
     if len(text) > limit:
         if isinstance(value, (str, os.PathLike)):

@@ -261,6 +261,9 @@ class FineTuner:
         train, validation = self._data, self._validation
         if isinstance(validation, float):
             train, validation = train.split(validation, seed=self._trainer.seed or 0)
+        task = train.task_object
+        trainer = self._effective_trainer()
+        task.check_recipe(train, validation, head=self._head, trainer=trainer)
         if validation is not None:
             check_compatible(train, validation)
         self._backbone.check_input(tuple(train.input_shape), str(train.input_dtype))
@@ -270,9 +273,7 @@ class FineTuner:
             str(train.input_dtype),
             getattr(self._backbone, "input_shape", None),
         )
-        task = train.task_object
         units = self._head.output_units(task, task.size(train.encoding))
-        trainer = self._effective_trainer()
         metric_names = [m.name for m in task.metrics(train.num_classes)]
         trainer.check_monitor(metric_names, validation is not None)
         check_data(trainer, train)  # class_weight / label_smoothing fit the task
@@ -333,7 +334,7 @@ class FineTuner:
             engine.TrainingData(adapter=validation) if validation is not None else None,
             metrics=lambda: task.metrics(num_classes),
         )
-        model, info = built.model, dict(built.info)
+        model, info = built.result_model, dict(built.info)
         timings = {"build": build_seconds, **run.timings}
         timings["total"] = time.perf_counter() - start
         params = {"total": int(model.count_params())}
@@ -435,20 +436,23 @@ class FineTuner:
         from finetunekit.training.engine import BuiltModel
 
         assert self._backbone is not None
+        from finetunekit.data.decode import model_inputs
+
         task = train.task_object
-        inputs = keras.Input(shape=tuple(train.input_shape), dtype=train.input_dtype, name="inputs")
+        # a folder's model takes images of any size and resizes them itself (data/decode.py)
+        inputs, raw, input_info = model_inputs(train)
         value_range = None
         if str(train.input_dtype).startswith("float"):
             sample = np.asarray(train.sample_inputs(256), dtype="float64")
             value_range = (float(sample.min()), float(sample.max()))
         augment = self._trainer.augment  # only passed when set: TextBackbone.build lacks it
         built = self._backbone.build(
-            inputs,
+            raw,
             input_dtype=str(train.input_dtype),
             value_range=value_range,
             **({"augment": augment} if augment is not None else {}),
         )
-        info = dict(built.info)
+        info = {**built.info, **input_info}
         if augment is not None:
             info["augmentation"] = augment
         target_stats = None
@@ -461,7 +465,7 @@ class FineTuner:
             built.features, task=task, units=units, target_stats=target_stats
         )
         model = keras.Model(inputs, head.outputs, name=f"finetuned_{_safe(self._backbone.name)}")
-        return BuiltModel(
+        built_model = BuiltModel(
             model=model,
             backbone_model=built.model,
             features=head.pooled,
@@ -470,6 +474,9 @@ class FineTuner:
             info=info,
             lora_targets=built.lora_targets,
         )
+        # the task may train another model around it (embeddings: a pair wrapper)
+        trained: BuiltModel = task.training_model(built_model, train)
+        return trained
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

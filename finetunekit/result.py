@@ -11,7 +11,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from finetunekit.errors import FineTuneError, LabelError, LoadError, format_error
+from finetunekit.errors import (
+    DataError,
+    FineTuneError,
+    InputShapeError,
+    LabelError,
+    LoadError,
+    format_error,
+)
 
 __all__ = ["FineTuneResult", "load", "METADATA_NAME"]
 
@@ -68,22 +75,141 @@ class FineTuneResult:
         """Returns probabilities (classification) or values (regression) as numpy.
 
         Args:
-            x: raw inputs, as given to ``DatasetAdapter`` (numpy array or ``tf.data``
-                of inputs).
+            x: raw inputs, as given to ``DatasetAdapter``: a numpy array, a
+                ``tf.data`` of inputs, or texts for a text model. A model
+                trained from a folder (``from_directory``) also takes an image
+                file path, a list of paths, a folder (predictions in the order
+                of ``finetunekit.data.decode.image_files(folder)``: the
+                training order for a folder of class sub-folders), and arrays
+                of images at any size (``(N, H, W)`` or ``(N, H, W, C)``): it
+                decodes and resizes them as it did its training files.
             batch_size: examples per forward pass.
+
+        Raises:
+            InputShapeError: inputs the model cannot take (the message names
+                the expected and received shapes).
+            DataError: a path that does not exist, an unreadable image file,
+                or image paths for a model not trained from a folder.
 
         Examples:
             >>> probs = result.predict(x_new)  # doctest: +SKIP
+            >>> probs = result.predict("photos/test/")  # a model trained from a folder  # doctest: +SKIP
         """
-        from finetunekit.data.text import as_predict_inputs
-
-        x = as_predict_inputs(x, batch_size, self.model)  # texts -> tf.data of strings
-        probs = np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0))
+        inputs, files = self._predict_inputs(x, batch_size)
+        probs = self._run(inputs, batch_size, files)
         if self.temperature != 1.0:
             from finetunekit.evaluation.calibration import apply_temperature
 
             probs = apply_temperature(probs, self.temperature)
         return probs
+
+    def _predict_inputs(self, x: Any, batch_size: int) -> tuple[Any, list[str] | None]:
+        """What ``model.predict`` takes for ``x``, and the image files read (``None``: no files)."""
+        from finetunekit.data import decode
+
+        settings = decode.image_folder_settings(self.model)
+        if not _takes_text(self.model):
+            paths = _as_paths(x)
+            if paths is not None:
+                if settings is None:
+                    raise DataError(_no_files_message(self.model, x))
+                files = [f for p in paths for f in decode.image_files(p)]
+                return decode.files_dataset(files, settings, batch_size), files
+        if hasattr(x, "inputs_dataset"):  # a DatasetAdapter: its inputs, checked like data
+            if x.input_dtype != "string":
+                _check_input_shape(self.model, (None, *x.input_shape), settings, "data")
+            return x.inputs_dataset(batch_size), None
+        from finetunekit.data.text import as_predict_inputs
+
+        x = as_predict_inputs(x, batch_size, self.model)  # texts -> tf.data of strings
+        if _takes_text(self.model) or isinstance(x, dict) or not _is_array_like(x):
+            if hasattr(x, "element_spec"):  # a tf.data of inputs: check its shape now
+                spec = x.element_spec
+                if hasattr(spec, "shape") and spec.shape.rank:
+                    _check_input_shape(self.model, tuple(spec.shape), settings, "the dataset")
+            return x, None
+        return self._conform(np.asarray(x), settings), None
+
+    def _conform(self, x: np.ndarray, settings: dict[str, Any] | None) -> np.ndarray:
+        """``x`` checked against the model's input (images of a folder model: any size)."""
+        if x.dtype.kind not in "biuf":
+            raise DataError(
+                format_error(
+                    f"The inputs have dtype {x.dtype}",
+                    expected="numeric arrays (or image paths for a model trained from a folder)",
+                    received={"x": x},
+                    fix="Convert the inputs to numbers, e.g. np.stack(images)",
+                )
+            )
+        if settings is not None:
+            from finetunekit.data.decode import conform_images
+
+            x = conform_images(x, settings["color_mode"])
+        _check_input_shape(self.model, tuple(x.shape), settings, "x")
+        return x
+
+    def _run(self, inputs: Any, batch_size: int, files: list[str] | None) -> np.ndarray:
+        """``model.predict`` whose failures on bad inputs are ``FineTuneError``s, not Keras'."""
+        import tensorflow as tf
+
+        try:
+            return np.asarray(self.model.predict(inputs, batch_size=batch_size, verbose=0))
+        except (ValueError, TypeError, tf.errors.OpError) as exc:
+            first = (str(getattr(exc, "message", exc)).strip().splitlines() or [""])[0][:200]
+            if files is not None:
+                from finetunekit.data.decode import COLOR_MODES, image_folder_settings
+                from finetunekit.data.sources import find_unreadable_images
+
+                settings = image_folder_settings(self.model) or {"color_mode": "rgb"}
+                bad = find_unreadable_images(files, COLOR_MODES[settings["color_mode"]])
+                if bad:
+                    listed = "; ".join(f"{p} ({why})" for p, why in bad[:5])
+                    raise DataError(
+                        format_error(
+                            f"{len(bad)} of {len(files)} image files cannot be decoded: {listed}",
+                            expected="readable BMP, GIF, JPEG or PNG files",
+                            received={"files": len(files)},
+                            fix="Delete or re-save those files",
+                        )
+                    ) from exc
+            raise InputShapeError(
+                format_error(
+                    f"The model could not run on the inputs ({type(exc).__name__}: {first})",
+                    expected=_expected_inputs(self.model),
+                    received={"inputs": _describe_inputs(inputs)},
+                    fix="Pass inputs shaped like the training data (the full error is "
+                    "chained below)",
+                )
+            ) from exc
+
+    def _evaluation_data(self, data: Any) -> Any:
+        """``data`` with a folder read as in training and arrays conformed to the model."""
+        from finetunekit.data import DatasetAdapter, decode
+
+        settings = decode.image_folder_settings(self.model)
+        if isinstance(data, (str, os.PathLike)):
+            if settings is None:
+                raise DataError(_no_files_message(self.model, data))
+            return DatasetAdapter.from_directory(
+                data,
+                image_size=(int(settings["image_size"][0]), int(settings["image_size"][1])),
+                color_mode=settings["color_mode"],
+                interpolation=settings["interpolation"],
+            )
+        if isinstance(data, DatasetAdapter):
+            if data.input_dtype != "string":
+                _check_input_shape(self.model, (None, *data.input_shape), settings, "data")
+            return data
+        if (
+            isinstance(data, (tuple, list))
+            and len(data) == 2
+            and _is_array_like(data[0])
+            and not _takes_text(self.model)
+        ):
+            x = np.asarray(data[0])
+            if x.dtype.kind in "biuf":
+                return (self._conform(x, settings), data[1])
+        return data
 
     def calibrate(self, validation_data: Any, batch_size: int = 64) -> dict[str, float]:
         """Fits temperature scaling on held-out data; ``predict`` then applies it.
@@ -112,7 +238,7 @@ class FineTuneResult:
         """
         from finetunekit.evaluation.calibration import calibrate_result
 
-        return calibrate_result(self, validation_data, batch_size)
+        return calibrate_result(self, self._evaluation_data(validation_data), batch_size)
 
     def predict_classes(self, x: Any, batch_size: int = 64) -> list[Any]:
         """Returns predicted class names (tasks with labels: ``Task.predict_labels``).
@@ -130,18 +256,129 @@ class FineTuneResult:
             task.predict_labels(np.zeros((0, 1)), list(self.class_names))
         return list(task.predict_labels(self.predict(x, batch_size), list(self.class_names)))
 
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, items: Any, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings of ``items`` (``embedding`` task): float32 ``(N, D)``.
+
+        ``items`` are raw inputs as in training: a list of texts, an array of
+        images or features, or what :meth:`predict` takes. The dot product of
+        two rows is their cosine similarity.
+
+        Raises:
+            EvaluationError: the result is not an embedding model.
+            DataError: empty texts (they carry nothing to embed).
+
+        Examples:
+            >>> import keras, numpy as np
+            >>> encoder = keras.Sequential([keras.Input((2,)), keras.layers.UnitNormalization()])
+            >>> result = FineTuneResult(model=encoder, task="embedding", class_names=[])
+            >>> result.embed(np.array([[3.0, 4.0]])).tolist()
+            [[0.6000000238418579, 0.800000011920929]]
+        """
+        from finetunekit.retrieval import normalize
+
+        self._require_embedding("embed")
+        if isinstance(items, (list, tuple)) and items and isinstance(items[0], str):
+            from finetunekit.data.pairs import check_items
+
+            check_items(items, "items")
+        vectors = np.asarray(self.predict(items, batch_size), np.float32)
+        return np.asarray(normalize(vectors.reshape(len(vectors), -1)), np.float32)
+
+    def similarity(self, a: Any, b: Any, batch_size: int = 64) -> np.ndarray:
+        """Cosine similarities of every item of ``a`` with every item of ``b``: ``(len(a), len(b))``.
+
+        Examples:
+            >>> import keras, numpy as np
+            >>> encoder = keras.Sequential([keras.Input((2,)), keras.layers.UnitNormalization()])
+            >>> result = FineTuneResult(model=encoder, task="embedding", class_names=[])
+            >>> result.similarity(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 1.0]]))
+            array([[1., 0.]], dtype=float32)
+        """
+        self._require_embedding("similarity")
+        return np.asarray(self.embed(a, batch_size) @ self.embed(b, batch_size).T, np.float32)
+
+    def search(
+        self, queries: Any, corpus: Any, k: int = 10, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` corpus items most similar to each query: ``(indices, scores)``, best first.
+
+        Exact search in numpy (:func:`finetunekit.retrieval.search`): fine
+        for corpora up to about a million items. For larger ones, embed the
+        corpus once with :meth:`embed` and hand the vectors to a vector index
+        (inner-product metric; see ``docs/embeddings.md``).
+
+        Args:
+            queries: raw items (texts, arrays) to look up.
+            corpus: raw items to search.
+            k: results per query (at most ``len(corpus)``).
+            batch_size: items per forward pass.
+
+        Returns:
+            ``indices`` int64 ``(Q, k)`` into ``corpus`` and cosine ``scores``
+            float32 ``(Q, k)``; ties go to the earlier corpus item.
+
+        Examples:
+            >>> import keras, numpy as np
+            >>> encoder = keras.Sequential([keras.Input((2,)), keras.layers.UnitNormalization()])
+            >>> result = FineTuneResult(model=encoder, task="embedding", class_names=[])
+            >>> corpus = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 1.0]])
+            >>> indices, scores = result.search(np.array([[1.0, 0.0]]), corpus, k=2)
+            >>> indices.tolist()
+            [[1, 2]]
+        """
+        from finetunekit.retrieval import search
+
+        self._require_embedding("search")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            from finetunekit.errors import ArgumentTypeError
+
+            raise ArgumentTypeError(
+                format_error("k must be a positive int", expected="e.g. k=10", received={"k": k})
+            )
+        return search(self.embed(queries, batch_size), self.embed(corpus, batch_size), k)
+
+    def _require_embedding(self, method: str) -> None:
+        from finetunekit.errors import EvaluationError
+
+        if self.task != "embedding":
+            raise EvaluationError(
+                format_error(
+                    f"result.{method}() needs an embedding model; this one is {self.task!r}",
+                    expected="a result trained on DatasetAdapter.from_pairs / from_triplets / "
+                    "from_scored_pairs / from_groups",
+                    received={"task": self.task},
+                    fix="Use result.predict() for this model",
+                )
+            )
+
     def evaluate(self, data: Any, evaluator: Any = None, *, thresholds: Any = None) -> Any:
-        """Evaluates the model on ``data`` (an adapter or ``(x, y)``).
+        """Evaluates the model on ``data`` (an adapter, ``(x, y)`` or, for a folder model, a folder).
 
         Labels are encoded with the training classes, so string labels map to
         the same outputs; a mismatch in classes raises a ``FineTuneError``.
         ``thresholds`` (binary / multilabel) are the decision thresholds, e.g.
         ``{"label": 0.3}`` per label, as in ``Evaluator.evaluate``.
 
+        A model trained from a folder evaluates on a folder path (one
+        sub-folder per class, named as in training; a subset of the classes
+        is fine), loaded with the training image size, colour mode and
+        interpolation, and on ``(x, y)`` with images of any size.
+
+        Raises:
+            InputShapeError: inputs the model cannot take (expected and
+                received shapes in the message).
+            LabelError: classes the model was not trained on.
+
         Returns:
             An ``EvaluationReport``.
+
+        Examples:
+            >>> print(result.evaluate("digits/test"))  # doctest: +SKIP
         """
         from finetunekit.evaluation import Evaluator
+
+        data = self._evaluation_data(data)
 
         if evaluator is None:
             evaluator = (
@@ -329,7 +566,9 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
                 fix="Load it with keras.saving.load_model, or use it as Backbone.from_file(path)",
             )
         )
-    import finetunekit.backbones.layers  # noqa: F401 - registers the custom layers
+    import finetunekit
+
+    finetunekit.import_all()  # registers every custom layer (the package imports lazily)
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
@@ -378,6 +617,109 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
         recipe=meta.get("recipe"),
         evaluator_config=meta.get("evaluator_config"),
         temperature=float(meta.get("temperature", 1.0)),
+    )
+
+
+def _takes_text(model: Any) -> bool:
+    try:
+        return str(model.inputs[0].dtype) == "string"
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _as_paths(x: Any) -> list[Any] | None:
+    """``x`` as a list of paths when it is one path or a sequence of them, else ``None``."""
+    if _is_path(x):
+        return [x]
+    if isinstance(x, np.ndarray) and x.dtype.kind in "US" and x.ndim == 1 and len(x):
+        return [str(p) for p in x]
+    if isinstance(x, (list, tuple)) and x and all(_is_path(p) for p in x):
+        return list(x)
+    return None
+
+
+def _is_array_like(x: Any) -> bool:
+    if isinstance(x, np.ndarray):
+        return True
+    if isinstance(x, (list, tuple)):
+        return True
+    return hasattr(x, "__array__") and not hasattr(x, "element_spec")
+
+
+def _fits(shape: tuple[Any, ...], spec: tuple[Any, ...]) -> bool:
+    """Whether per-example ``shape`` feeds an input of per-example ``spec`` (None: any)."""
+    if len(shape) == len(spec):
+        return all(s is None or g is None or int(s) == int(g) for g, s in zip(shape, spec))
+    # Keras adds a trailing axis of 1 itself: (H, W) feeds (H, W, 1)
+    return len(shape) == len(spec) - 1 and spec[-1] == 1 and _fits((*shape, 1), spec)
+
+
+def _shape_text(spec: tuple[Any, ...]) -> str:
+    return "(N, " + ", ".join("any" if d is None else str(d) for d in spec) + ")"
+
+
+def _expected_inputs(model: Any) -> str:
+    try:
+        spec = tuple(model.inputs[0].shape[1:])
+        dtype = str(model.inputs[0].dtype)
+    except (AttributeError, IndexError, TypeError):
+        return "inputs shaped like the training data"
+    return f"inputs of shape {_shape_text(spec)} ({dtype})"
+
+
+def _describe_inputs(inputs: Any) -> str:
+    if hasattr(inputs, "element_spec"):
+        return f"tf.data of {inputs.element_spec}"
+    shape = getattr(inputs, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else type(inputs).__name__
+
+
+def _check_input_shape(
+    model: Any, shape: tuple[Any, ...], settings: dict[str, Any] | None, name: str
+) -> None:
+    """Raises ``InputShapeError`` naming both shapes when ``model`` cannot take ``shape``."""
+    try:
+        if len(model.inputs) != 1:
+            return
+        spec = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, TypeError):
+        return
+    per_example = tuple(shape[1:])
+    if _fits(per_example, spec):
+        return
+    if len(spec) == 4 and len(per_example) == 4 and _fits(per_example[1:], spec[1:]):
+        return  # video clips (T, H, W, C): the model reads T at run time, any length runs
+    if settings is not None:
+        fix = "Pass images (N, H, W, C) of any size with the training colour mode, or image files"
+    else:
+        fix = (
+            "The model takes the per-example shape it was trained on: resize or reshape the "
+            "inputs the way the training data was made (only a model trained with "
+            "DatasetAdapter.from_directory takes images of any size)"
+        )
+    raise InputShapeError(
+        format_error(
+            f"The model cannot take {name} of shape {tuple(shape)}: it takes {_shape_text(spec)}",
+            expected=_expected_inputs(model),
+            received={f"{name}.shape": tuple(shape)},
+            fix=fix,
+        )
+    )
+
+
+def _no_files_message(model: Any, x: Any) -> str:
+    spec = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
+    return format_error(
+        "Image files and folders are read by models trained from a folder "
+        "(DatasetAdapter.from_directory); this model was trained on arrays",
+        expected=f"arrays of shape {_shape_text(spec)}",
+        received={"x": x},
+        fix="Decode and resize the images yourself the way the training arrays were made, "
+        "or train from the folder with DatasetAdapter.from_directory",
     )
 
 

@@ -237,15 +237,15 @@ def _classifier():
     return keras.Model(inputs, outputs, name="mynet")
 
 
-def test_from_model_uses_penultimate_layer_and_clones():
+def test_from_model_cuts_below_the_dense_stack_and_clones():
     net = _classifier()
     bb = ftk.Backbone.from_model(net)
     model = bb.create_model()
-    assert model.output.shape[-1] == 6
+    assert model.output.shape[-1] == 144  # "flat": below the Dense stack embed -> cls
     assert model.name == "backbone"
-    kernel = model.get_layer("embed").kernel
+    kernel = model.get_layer("conv").kernel
     kernel.assign(np.zeros(kernel.shape, "float32"))
-    assert np.abs(net.get_layer("embed").kernel.numpy()).sum() > 0  # original untouched
+    assert np.abs(net.get_layer("conv").kernel.numpy()).sum() > 0  # original untouched
 
 
 def test_from_model_explicit_and_unknown_feature_layer():
@@ -268,7 +268,7 @@ def test_from_file_round_trip(tmp_path):
     bb = ftk.Backbone.from_file(path)
     assert bb.get_config()["file"] == str(path)
     model = bb.create_model()
-    assert model.output.shape[-1] == 6
+    assert model.output.shape[-1] == 144
     again = ftk.Backbone.from_config(bb.get_config())
     assert again.source == "file"
 
@@ -335,7 +335,7 @@ def _user_model(kind: str) -> keras.Model:
     if kind == "functional":
         x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
         x = keras.layers.BatchNormalization()(x)
-        features = keras.layers.Dense(6)(keras.layers.GlobalAveragePooling2D()(x))
+        features = keras.layers.Dense(6)(keras.layers.GlobalAveragePooling2D(name="pool")(x))
     elif kind == "subclassed":
         features = _Encoder(4)(inputs)
     else:  # a Python lambda Keras rebuilds only outside safe mode, before a subclassed encoder
@@ -350,7 +350,10 @@ def test_from_model_builds_a_copy_not_the_users_model(kind):
     net = _user_model(kind)
     x = np.random.default_rng(0).uniform(0, 1, (5, 8, 8, 1)).astype("float32")
     weights = [w.copy() for w in net.get_weights()]
-    features = keras.Model(net.inputs, net.get_layer("cls").input)
+    # the default cut: below the Dense stack (the pooled conv features) of the functional
+    # net; the output of the nested encoder (which the cut does not walk into) otherwise
+    cut = net.get_layer("pool").output if kind == "functional" else net.get_layer("cls").input
+    features = keras.Model(net.inputs, cut)
     expected = features.predict(x, verbose=0)
     copy = ftk.Backbone.from_model(net).create_model()
     np.testing.assert_allclose(copy.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)

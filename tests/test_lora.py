@@ -63,7 +63,7 @@ def _tuner(**kwargs: Any) -> ftk.FineTuner:
     return (
         ftk.FineTuner()
         .with_data(ftk.DatasetAdapter.from_arrays(x, y))
-        .with_backbone(ftk.Backbone.from_model(_net()))
+        .with_backbone(ftk.Backbone.from_model(_net(), feature_layer="d1"))
         .with_head(ftk.HeadReplacer(dropout=0.0))
         .with_trainer(ftk.Trainer(**settings))
     )

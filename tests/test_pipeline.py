@@ -256,7 +256,10 @@ def test_refit_starts_from_the_same_weights(tiny_images, make_net):
     net = make_net()
     weights = [w.copy() for w in net.get_weights()]
     flags = [v.trainable for v in net.weights]
-    features = keras.Model(net.inputs, net.get_layer("old_head").input)
+    # the default cut: below the Dense stack (embed -> old_head) of tiny_net, the pooled
+    # conv features; the nested encoder's output (the cut does not walk into it) otherwise
+    cut = net.get_layer("gap").output if make_net is tiny_net else net.get_layer("old_head").input
+    features = keras.Model(net.inputs, cut)
     images = x[..., None].astype("float32")
     given = features.predict(images, verbose=0)
     tuner = _tuner((x, y), backbone=ftk.Backbone.from_model(net), epochs=1, fine_tune_epochs=1)

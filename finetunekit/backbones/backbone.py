@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
+from finetunekit.backbones import preprocessing as declared_preprocessing
 from finetunekit.backbones import registry
 from finetunekit.backbones.channels import adapt_first_conv, check_adapt_channels, first_conv
+from finetunekit.backbones.cut import find_cut
 from finetunekit.backbones.layers import ImageInputAdapter, ImagePreprocess
 from finetunekit.errors import (
     ArgumentTypeError,
@@ -94,6 +97,8 @@ class Backbone:
         'mobilenet_v3_small'
     """
 
+    _declared: str | keras.layers.Layer | None = None  # from_model / from_file preprocessing
+
     def __init__(
         self,
         name: str,
@@ -132,6 +137,7 @@ class Backbone:
         self.input_range = _check_range(input_range)
         self.adapt_channels = check_adapt_channels(adapt_channels)
         self.feature_layer: str | None = None
+        self._declared: str | keras.layers.Layer | None = None
         self._model: keras.Model | None = None
         self._path: str | None = None
 
@@ -142,14 +148,19 @@ class Backbone:
         model: keras.Model,
         *,
         feature_layer: str | None = None,
-        input_range: str = "none",
+        preprocessing: str | keras.layers.Layer | None = None,
+        input_range: str = "auto",
         adapt_channels: str = "convert",
     ) -> Backbone:
         """Uses a Keras model the user pretrained as the backbone.
 
-        Its features are the output of ``feature_layer``; by default the input
-        of its last layer when that layer is a ``Dense`` classifier (the
-        penultimate representation), otherwise the model's output. The model
+        Its features are the output of ``feature_layer``; by default the
+        representation below the model's classifier, however that is built (a
+        final ``Dense`` or a stack of them, a small convolution to the class
+        count followed by global pooling, trailing activation and dropout
+        layers; see ``finetunekit.backbones.cut``), otherwise the model's
+        output. ``result.info["feature_layer"]`` and ``["cut_reason"]`` say
+        which layer and why. The model
         is cloned when the pipeline builds, so re-running ``fit`` always starts
         from the weights given here and ``model`` itself is never trained. A
         layer with weights that Keras cannot rebuild from its ``get_config``
@@ -159,8 +170,23 @@ class Backbone:
         Args:
             model: a built Keras model (functional or Sequential with an Input).
             feature_layer: name of the layer whose output are the features.
-            input_range: raw range; ``"none"`` (default) feeds inputs as they
-                are, only cast to float32, as the model was trained on them.
+            preprocessing: what the MODEL expects as input: a value range
+                (``"0-1"``, ``"-1-1"``, ``"0-255"``), a ``keras.applications``
+                family or model name whose ``preprocess_input`` it was
+                trained with (``"mobilenet_v2"``, ``"resnet50"``; or
+                ``"caffe"``, ``"tf"``, ``"torch"``), a Keras layer that loads
+                in safe mode (it is given float images in 0-255), or
+                ``"none"``: the values go in as they are. Raw inputs of any
+                range (``input_range``) are mapped to it inside the model.
+                ``None`` (default) declares nothing: values go in as they
+                are, with a warning when they are raw integer images and the
+                model has no rescaling or normalisation layer near its input.
+            input_range: range of the RAW data when ``preprocessing`` is
+                declared: ``"auto"`` (default: integers are 0-255, floats
+                judged on a sample as for :class:`Backbone`), ``"0-255"``,
+                ``"0-1"``, ``"-1-1"`` or ``"none"`` (no rescaling: raw
+                values are taken as 0-255). With nothing declared,
+                ``"auto"`` feeds inputs as they are, only cast to float32.
             adapt_channels: ``"convert"`` or ``"first_conv"``, as in
                 :class:`Backbone`; ``"first_conv"`` rebuilds the model for the
                 input's channel count (its first layer with weights must be a
@@ -172,6 +198,8 @@ class Backbone:
             ...                         keras.layers.Dense(2, activation="softmax")])
             >>> ftk.Backbone.from_model(net).feature_layer is None
             True
+            >>> ftk.Backbone.from_model(net, preprocessing="MobileNetV2").preprocessing
+            'mobilenet_v2'
         """
         if not isinstance(model, keras.Model):
             raise ArgumentTypeError(
@@ -203,6 +231,9 @@ class Backbone:
         self.weights = None
         self.input_shape = tuple(model.inputs[0].shape[1:])
         self.input_range = _check_range(input_range)
+        self._declared = declared_preprocessing.check_preprocessing(
+            preprocessing, "Backbone.from_model"
+        )
         self.adapt_channels = check_adapt_channels(adapt_channels)
         self._model = model
         self._path = None
@@ -217,7 +248,8 @@ class Backbone:
         path: str | os.PathLike[str],
         *,
         feature_layer: str | None = None,
-        input_range: str = "none",
+        preprocessing: str | keras.layers.Layer | None = None,
+        input_range: str = "auto",
         adapt_channels: str = "convert",
     ) -> Backbone:
         """Uses a saved ``.keras`` (or ``.h5``) model file as the backbone.
@@ -228,12 +260,14 @@ class Backbone:
         Args:
             path: the saved model file.
             feature_layer: name of the layer whose output are the features.
+            preprocessing: what the model expects, as in :meth:`from_model`
+                (a layer is written to the recipe as its Keras serialisation).
             input_range: raw range, as in :meth:`from_model`.
             adapt_channels: ``"convert"`` or ``"first_conv"``, as in :meth:`from_model`.
 
         Examples:
             >>> import finetunekit as ftk
-            >>> ftk.Backbone.from_file("encoder.keras")  # doctest: +SKIP
+            >>> ftk.Backbone.from_file("emotion_model.hdf5", preprocessing="-1-1")  # doctest: +SKIP
         """
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -262,6 +296,9 @@ class Backbone:
         self.weights = None
         self.input_shape = None
         self.input_range = _check_range(input_range)
+        self._declared = declared_preprocessing.check_preprocessing(
+            preprocessing, "Backbone.from_file"
+        )
         self.adapt_channels = check_adapt_channels(adapt_channels)
         self._model = None
         self._path = path
@@ -321,9 +358,22 @@ class Backbone:
 
     # ------------------------------------------------------------------ properties
     @property
-    def preprocessing(self) -> str:
-        """The input normalisation mode (``"caffe"``, ``"tf"``, ``"torch"`` or ``"none"``)."""
-        return self._spec.preprocessing if self._spec else "none"
+    def preprocessing(self) -> str | keras.layers.Layer | None:
+        """What the network expects as input.
+
+        For a named application, its normalisation mode (``"caffe"``,
+        ``"tf"``, ``"torch"`` or ``"none"``: it normalises inside itself). For
+        :meth:`from_model` / :meth:`from_file`, the declared
+        ``preprocessing`` (a name or a layer), or ``None`` when nothing was
+        declared.
+        """
+        return self._spec.preprocessing if self._spec else self._declared
+
+    def _mode(self) -> str:
+        """The ``ImagePreprocess`` mode to add (``"layer"``: the user's layer; ``"none"``: nothing)."""
+        if self._spec is not None:
+            return self._spec.preprocessing
+        return declared_preprocessing.mode_of(self._declared)
 
     @property
     def source(self) -> str:
@@ -349,12 +399,8 @@ class Backbone:
         if self._kind != "model" or self._model is None:
             return None
         source = self._model
-        output = (
-            source.get_layer(self.feature_layer).output
-            if self.feature_layer
-            else _default_feature_output(source)
-        )
-        return keras.Model(source.inputs, output, name=f"{source.name}_features")
+        cut = find_cut(source, self.feature_layer)
+        return keras.Model(source.inputs, cut.tensor, name=f"{source.name}_features")
 
     def check_input(
         self, raw_shape: tuple[int | None, ...], input_dtype: str | None = None
@@ -362,7 +408,51 @@ class Backbone:
         """Raises before any model is built when raw inputs cannot feed this backbone.
 
         Clips ``(T, H, W, C)`` for an image backbone are checked frame by frame.
+        ``FineTuner.prepare`` calls it, so it also warns (``UserWarning``)
+        when a model the user brings declares no ``preprocessing`` while raw
+        integer images feed it and it has no rescaling layer near its input
+        (see :meth:`preprocessing_warning`).
         """
+        self._check_shapes(raw_shape, input_dtype)
+        message = self.preprocessing_warning(input_dtype)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+    def preprocessing_warning(self, input_dtype: str | None) -> str | None:
+        """Why raw inputs of ``input_dtype`` probably do not match the model, or ``None``.
+
+        Only for :meth:`from_model` / :meth:`from_file` backbones with no
+        declared ``preprocessing`` (``"none"`` opts out), raw integer images
+        and a float-input model with no ``Rescaling`` / ``Normalization`` /
+        ``Lambda`` layer, nor one named like ``scale`` or ``preprocess``,
+        before its first layer that learns. Nothing is
+        built: a file's layers are read from its saved config.
+
+        Examples:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)])
+            >>> "preprocessing='0-1'" in ftk.Backbone.from_model(net).preprocessing_warning("uint8")
+            True
+            >>> ftk.Backbone.from_model(net, preprocessing="none").preprocessing_warning("uint8")
+        """
+        if self._kind not in ("model", "file") or self._declared is not None:
+            return None
+        facts: declared_preprocessing.ModelFacts | None
+        if self._kind == "model":
+            assert self._model is not None
+            facts = declared_preprocessing.facts_of_model(self._model)
+        else:
+            facts = declared_preprocessing.facts_of_file(self._path or "")
+        return declared_preprocessing.missing_warning(
+            facts,
+            input_dtype,
+            what=f"Backbone.from_{self._kind}({self.name!r})",
+            fix_call=f"Backbone.from_{self._kind}",
+        )
+
+    def _check_shapes(
+        self, raw_shape: tuple[int | None, ...], input_dtype: str | None = None
+    ) -> None:
         if input_dtype == "string":
             raise DataError(
                 format_error(
@@ -421,8 +511,8 @@ class Backbone:
         """Returns the concrete input range for ``"auto"`` from the data's dtype and values."""
         if self.input_range != "auto":
             return self.input_range
-        if self._kind != "application":
-            return "none"
+        if self._kind != "application" and self._declared in (None, "none"):
+            return "none"  # nothing declared: the values go in as they are
         if not input_dtype.startswith("float") or value_range is None:
             return "0-255"
         low, high = value_range
@@ -432,7 +522,9 @@ class Backbone:
             return "-1-1"
         return "0-255"
 
-    def create_adapted_model(self, channels: int) -> keras.Model:
+    def create_adapted_model(
+        self, channels: int, *, explain: dict[str, Any] | None = None
+    ) -> keras.Model:
         """The backbone network built for ``channels`` input channels (``adapt_channels="first_conv"``).
 
         Pretrained weights are loaded into the RGB network and copied, the
@@ -448,14 +540,30 @@ class Backbone:
         """
         if self._kind == "application" and self.weights is None:  # nothing to adapt
             return self._create_application(channels)
-        model = self.create_model()
+        model = self.create_model(**({} if explain is None else {"explain": explain}))
         if int(model.inputs[0].shape[-1] or 0) != channels:
-            bgr = self.preprocessing == "caffe"
+            bgr = self._mode() == "caffe"
             model = adapt_first_conv(model, channels, what=self.name, bgr=bgr)
         return model
 
-    def create_model(self) -> keras.Model:
-        """Creates the backbone network (loading weights) as a model named ``"backbone"``."""
+    def create_model(self, *, explain: dict[str, Any] | None = None) -> keras.Model:
+        """Creates the backbone network (loading weights) as a model named ``"backbone"``.
+
+        Args:
+            explain: a dict to receive, for :meth:`from_model` / :meth:`from_file`
+                backbones, the layer the features come from and why
+                (``"feature_layer"``, ``"cut_reason"``).
+
+        Examples:
+            >>> import keras, finetunekit as ftk
+            >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="embed"),
+            ...                         keras.layers.Dense(2, activation="softmax")])
+            >>> why = {}
+            >>> ftk.Backbone.from_model(net).create_model(explain=why).output.shape
+            (None, 4)
+            >>> why["feature_layer"]
+            'embed'
+        """
         if self._kind == "application":
             return self._create_application()
         feature_layer = self.feature_layer
@@ -465,12 +573,10 @@ class Backbone:
         else:
             assert self._model is not None
             source = _clone(self._model)
-        output = (
-            source.get_layer(feature_layer).output
-            if feature_layer
-            else _default_feature_output(source)
-        )
-        return keras.Model(source.inputs, output, name="backbone")
+        cut = find_cut(source, feature_layer)
+        if explain is not None:
+            explain.update(feature_layer=cut.layer, cut_reason=cut.reason)
+        return keras.Model(source.inputs, cut.tensor, name="backbone")
 
     def _create_application(self, channels: int = 3) -> keras.Model:
         spec = self._spec
@@ -514,12 +620,14 @@ class Backbone:
         from finetunekit.backbones.video import BatchToFrames, FramesToBatch, is_framewise
 
         raw_shape = tuple(inputs.shape[1:])
-        self.check_input(raw_shape, input_dtype)
+        self._check_shapes(raw_shape, input_dtype)  # prepare() has warned already
         own = self.adapt_channels == "first_conv"  # built for the raw images' channel count
+        cut: dict[str, Any] = {}
+        mine = {} if self._kind == "application" else {"explain": cut}
         model = (
-            self.create_adapted_model(_channels(self._frame_shape(raw_shape)))
+            self.create_adapted_model(_channels(self._frame_shape(raw_shape)), **mine)
             if own
-            else self.create_model()
+            else self.create_model(**mine)
         )
         target = tuple(model.inputs[0].shape[1:])
         rng = self.resolve_range(input_dtype, value_range)
@@ -545,8 +653,14 @@ class Backbone:
                 value_range=value_range,
                 clips=inputs if clips else None,
             )
-        if self.preprocessing != "none":
-            x = ImagePreprocess(self.preprocessing, name="input_preprocess")(x)
+        mode = self._mode()  # 0-255 -> what the network expects
+        if mode == "layer":
+            assert isinstance(self._declared, keras.layers.Layer)
+            layer = declared_preprocessing.make_layer(self._declared)
+            x = layer(x)
+            declared_preprocessing.copy_weights(self._declared, layer)
+        elif mode != "none":
+            x = ImagePreprocess(mode, name="input_preprocess")(x)
         features = model(x, training=False)
         if clips:
             features = BatchToFrames(name="frame_features")([features, inputs])
@@ -557,10 +671,18 @@ class Backbone:
             "raw_input_shape": list(inputs.shape[1:]),
             "framewise": clips,
             "input_range": rng,
-            "preprocessing": self.preprocessing,
+            "preprocessing": (
+                self.preprocessing
+                if self._kind == "application"
+                else declared_preprocessing.describe(self._declared)
+            ),
             "weights": self.weights,
             "adapt_channels": self.adapt_channels,
+            **cut,  # from_model / from_file: "feature_layer", "cut_reason"
         }
+        warning = self.preprocessing_warning(input_dtype)
+        if warning is not None:
+            info["preprocessing_warning"] = warning
         return BuiltBackbone(features=features, model=model, info=info)
 
     # ------------------------------------------------------------------ config
@@ -585,6 +707,7 @@ class Backbone:
             return {
                 "file": self._path,
                 "feature_layer": self.feature_layer,
+                "preprocessing": declared_preprocessing.describe(self._declared),
                 "input_range": self.input_range,
                 "adapt_channels": self.adapt_channels,
             }
@@ -605,11 +728,16 @@ class Backbone:
 
             return TextBackbone.from_config(config)
         if "file" in config:
-            _check_keys(config, {"file", "feature_layer", "input_range", "adapt_channels"})
+            _check_keys(
+                config, {"file", "feature_layer", "preprocessing", "input_range", "adapt_channels"}
+            )
             return cls.from_file(
                 config["file"],
                 feature_layer=config.get("feature_layer"),
-                input_range=config.get("input_range", "none"),
+                preprocessing=declared_preprocessing.from_config_value(
+                    config.get("preprocessing"), "Backbone.from_file"
+                ),
+                input_range=config.get("input_range", "auto"),
                 adapt_channels=config.get("adapt_channels", "convert"),
             )
         _check_keys(config, {"name", "weights", "input_shape", "input_range", "adapt_channels"})
@@ -628,7 +756,14 @@ class Backbone:
                 f"Backbone({self.name!r}, weights={self.weights!r}, "
                 f"input_shape={self.input_shape!r})"
             )
-        return f"Backbone.from_{self._kind}({self.name!r}, feature_layer={self.feature_layer!r})"
+        declared = self._declared
+        if isinstance(declared, keras.layers.Layer):
+            declared = f"<{type(declared).__name__} {declared.name!r}>"
+        extra = f", preprocessing={declared!r}" if declared is not None else ""
+        return (
+            f"Backbone.from_{self._kind}({self.name!r}, "
+            f"feature_layer={self.feature_layer!r}{extra})"
+        )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -922,13 +1057,6 @@ def _check_feature_layer(model: keras.Model, feature_layer: str | None) -> str |
             )
         )
     return feature_layer
-
-
-def _default_feature_output(model: keras.Model) -> Any:
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Dense) and len(model.layers) > 1:
-        return last.input
-    return model.outputs[0]
 
 
 def _adaptation(

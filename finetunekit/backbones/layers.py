@@ -14,7 +14,7 @@ from keras import ops
 
 __all__ = ["ImageInputAdapter", "ImagePreprocess", "PREPROCESSING_MODES"]
 
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "0-1", "-1-1", "none")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -108,14 +108,17 @@ class ImagePreprocess(keras.layers.Layer):
     """The backbone's own input normalisation, as a serialisable layer.
 
     Takes RGB images with values in 0-255 and applies the normalisation the
-    matching ``keras.applications.<module>.preprocess_input`` performs. Images
+    matching ``keras.applications.<module>.preprocess_input`` performs, or
+    rescales them to the value range a model the user brings declares
+    (``Backbone.from_model(..., preprocessing="0-1")``). Images
     with another channel count (a backbone built with
     ``adapt_channels="first_conv"``) get the mean of the RGB statistics on
     every channel, and no BGR flip.
 
     Args:
         mode: ``"caffe"`` (BGR, mean subtraction), ``"tf"`` (to [-1, 1]),
-            ``"torch"`` (to [0, 1], ImageNet mean/std) or ``"none"``.
+            ``"torch"`` (to [0, 1], ImageNet mean/std), ``"0-1"`` (divide
+            by 255), ``"-1-1"`` (to [-1, 1], as ``"tf"``) or ``"none"``.
 
     Examples:
         >>> import numpy as np
@@ -137,8 +140,10 @@ class ImagePreprocess(keras.layers.Layer):
                 x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
             else:
                 x = x - sum(_CAFFE_MEAN_BGR) / 3.0
-        elif self.mode == "tf":
+        elif self.mode in ("tf", "-1-1"):
             x = x / 127.5 - 1.0
+        elif self.mode == "0-1":
+            x = x / 255.0
         elif self.mode == "torch":
             if rgb:
                 mean = ops.convert_to_tensor(_TORCH_MEAN, "float32")

@@ -399,8 +399,12 @@ class TextBackbone(Backbone):
         # features (an unused BERT pooler would only collect no gradients).
         return keras.Model(inputs, pooled, name="backbone")
 
-    def create_model(self) -> keras.Model:
-        """Loads the encoder (and its weights) and returns it with pooling, named ``"backbone"``."""
+    def create_model(self, *, explain: dict[str, Any] | None = None) -> keras.Model:
+        """Loads the encoder (and its weights) and returns it with pooling, named ``"backbone"``.
+
+        ``explain`` is accepted for :class:`Backbone`'s signature and left empty:
+        a text encoder is never cut below a classifier.
+        """
         encoder, _ = self._load()
         return self._wrap(encoder)
 

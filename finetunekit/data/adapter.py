@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import tensorflow as tf
@@ -51,7 +51,10 @@ from finetunekit.tasks.labels import (
 
 __all__ = ["DatasetAdapter", "as_adapter", "check_compatible"]
 
-_Source = ArraySource | TFDataSource | DirectorySource
+if TYPE_CHECKING:  # pairs.py is imported when pair data is made
+    from finetunekit.data.pairs import PairSource
+
+_Source: TypeAlias = "ArraySource | TFDataSource | DirectorySource | PairSource"
 _INTERPOLATIONS = (
     "bilinear",
     "nearest",
@@ -342,6 +345,107 @@ class DatasetAdapter:
         targets, encoding = encode_targets(y, task=task, class_names=class_names, name="y")
         return cls._create(from_str_array(texts), targets, encoding)
 
+    # ------------------------------------------------------------------ embeddings
+
+    @classmethod
+    def from_pairs(cls, anchors: Any, positives: Any, *, task: Any = None) -> DatasetAdapter:
+        """Pairs of related items for the ``embedding`` task: ``(anchors[i], positives[i])``.
+
+        Texts (lists of strings) or arrays (images, features) of one shape
+        and dtype. While training, the other positives of a batch are each
+        anchor's negatives; pairs linked through identical items (a query
+        with two passages, a passage shared by two queries) form one group
+        and are never each other's negatives. See ``docs/embeddings.md``.
+
+        Args:
+            anchors: N items (queries).
+            positives: N items (the passage answering each query).
+            task: ``None`` or a :class:`~finetunekit.tasks.Embedding` with
+                other settings (loss, temperature, projection).
+
+        Returns:
+            An adapter with ``task == "embedding"``, ``slots == ("anchor",
+            "positive")`` and ``input_shape`` the shape of ONE item.
+
+        Raises:
+            DataError: lengths differ, empty strings, items of different
+                kinds / shapes, NaN.
+
+        Examples:
+            >>> data = DatasetAdapter.from_pairs(["how to boil an egg", "is it raining"],
+            ...                                  ["Boil it for 8 minutes.", "Rain until noon."])
+            >>> data.task, data.slots, data.input_shape, len(data)
+            ('embedding', ('anchor', 'positive'), (), 2)
+        """
+        from finetunekit.data.pairs import pair_data
+
+        return cls._create(*pair_data({"anchors": anchors, "positives": positives}, task))
+
+    @classmethod
+    def from_triplets(
+        cls, anchors: Any, positives: Any, negatives: Any, *, task: Any = None
+    ) -> DatasetAdapter:
+        """Triplets ``(anchor, positive, hard negative)`` for the ``embedding`` task.
+
+        As :meth:`from_pairs`, plus a negative per anchor (an item that looks
+        related but is not); it may not be linked to the anchor as a positive
+        anywhere in the data.
+
+        Examples:
+            >>> data = DatasetAdapter.from_triplets(["q1", "q2"], ["p1", "p2"], ["n1", "n2"])
+            >>> data.slots
+            ('anchor', 'positive', 'negative')
+        """
+        from finetunekit.data.pairs import pair_data
+
+        slots = {"anchors": anchors, "positives": positives, "negatives": negatives}
+        return cls._create(*pair_data(slots, task))
+
+    @classmethod
+    def from_scored_pairs(
+        cls, first: Any, second: Any, scores: Any, *, task: Any = None
+    ) -> DatasetAdapter:
+        """Pairs with a similarity score in [-1, 1] (``embedding`` task, cosine loss).
+
+        The model learns ``cos(embed(first), embed(second)) ~ score``; 0/1
+        scores are same / different labels (verification), and the
+        evaluation adds ROC AUC and the best threshold.
+
+        Examples:
+            >>> data = DatasetAdapter.from_scored_pairs(["a cat", "a cat"], ["a kitten", "a car"],
+            ...                                         [0.9, 0.1])
+            >>> data.slots, data.targets().tolist()
+            (('first', 'second'), [0.8999999761581421, 0.10000000149011612])
+        """
+        from finetunekit.data.pairs import pair_data
+
+        return cls._create(*pair_data({"first": first, "second": second}, task, scores))
+
+    @classmethod
+    def from_groups(cls, items: Any, groups: Any, *, task: Any = None) -> DatasetAdapter:
+        """Items with group labels (``embedding`` task): items of one group are positives.
+
+        E.g. photos labelled by person or product, texts by topic. Every group
+        needs at least two items. While training, each batch's items of the
+        same group pull together and the others push apart (supervised
+        contrastive loss); batches are drawn at random, so use batches large
+        enough to hold several items of a group.
+
+        Args:
+            items: N texts or an array of N items.
+            groups: N group labels (ints or strings).
+            task: ``None`` or a :class:`~finetunekit.tasks.Embedding`.
+
+        Examples:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_groups(np.zeros((4, 8, 8), "uint8"), [0, 0, 1, 1])
+            >>> data.task, data.slots, data.input_shape
+            ('embedding', (), (8, 8))
+        """
+        from finetunekit.data.pairs import group_data
+
+        return cls._create(*group_data(items, groups, task))
+
     @classmethod
     def from_generator(
         cls,
@@ -579,6 +683,7 @@ class DatasetAdapter:
             size,
             COLOR_CHANNELS[color_mode],
             interpolation.lower(),
+            color_mode,
         )
         return cls._create(source, targets, encoding)
 
@@ -623,6 +728,22 @@ class DatasetAdapter:
         return self._source.input_dtype
 
     @property
+    def image_decoding(self) -> dict[str, Any] | None:
+        """How a folder source decodes its files, ``None`` for other sources.
+
+        ``{"image_size": [h, w], "color_mode": ..., "interpolation": ...}``: a
+        model trained on this data takes images of any size with this colour
+        mode and resizes them inside itself (``finetunekit.data.decode``).
+
+        Examples:
+            >>> import numpy as np
+            >>> DatasetAdapter.from_arrays(np.zeros((2, 4, 4)), [0, 1]).image_decoding is None
+            True
+        """
+        settings = getattr(self._source, "settings", None)
+        return dict(settings) if settings else None
+
+    @property
     def target_dim(self) -> int:
         """Width of the batch targets: K, 1 (binary) or D (regression)."""
         return self.task_object.target_dim(self._encoding)
@@ -631,6 +752,22 @@ class DatasetAdapter:
     def source(self) -> str:
         """Where the inputs come from: ``"arrays"``, ``"tf.data"`` or ``"directory"``."""
         return self._source.kind
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The items of each example: ``()`` for one input, else the slot names.
+
+        ``("anchor", "positive")`` for :meth:`from_pairs`, ``("anchor",
+        "positive", "negative")`` for :meth:`from_triplets`, ``("first",
+        "second")`` for :meth:`from_scored_pairs`. Batches of such data are
+        ``(B, len(slots), *input_shape)``.
+
+        Examples:
+            >>> import numpy as np
+            >>> DatasetAdapter.from_arrays(np.zeros((2, 3)), [0, 1]).slots
+            ()
+        """
+        return tuple(getattr(self._source, "slot_names", ()))
 
     @property
     def encoding(self) -> LabelEncoding:

@@ -8,7 +8,9 @@ Three sources share one small internal interface (``__len__``, ``input_shape``,
 * :class:`TFDataSource` keeps a ``tf.data.Dataset`` of single examples; a
   subset is an index mask applied with ``enumerate().filter()``.
 * :class:`DirectorySource` keeps the list of image files; images are decoded
-  and resized per example, in parallel, only while iterating.
+  and resized per example, in parallel, only while iterating, with
+  :func:`finetunekit.data.decode.load_image_file`: the decode and resize a
+  model trained from the folder also applies to files and arrays it is given.
 
 Labels never live here: the adapter owns the (small) stored targets and the
 :class:`~finetunekit.tasks.labels.LabelEncoding`.
@@ -25,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from finetunekit import _compat
+from finetunekit.data.decode import COLOR_MODES, IMAGE_EXTENSIONS, load_image_file
 from finetunekit.errors import ArgumentTypeError, DataError, LabelError, format_error
 from finetunekit.tasks.labels import LabelEncoding, raw_to_stored_tf, stored_to_batch_tf
 
@@ -46,8 +49,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_BUFFER_BYTES = 256 * 2**20  # bound of a tf.data-source shuffle buffer
 _LABEL_PASS_BATCH = 4096
 _FINITE_CHUNK = 2**24  # values checked per chunk in check_finite_inputs
-COLOR_CHANNELS = {"rgb": 3, "rgba": 4, "grayscale": 1}
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+COLOR_CHANNELS = COLOR_MODES  # color_mode -> channels (finetunekit.data.decode)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -764,7 +766,9 @@ def list_image_directory(
         [index[os.path.relpath(os.path.abspath(f), root).split(os.sep)[0]] for f in files],
         dtype=np.int64,
     )
-    x_spec = keras_ds.element_spec[0]
+    # float32 whatever the method ("nearest" keeps uint8 in Keras): what load_image_file yields
+    channels = COLOR_CHANNELS[color_mode]
+    x_spec = tf.TensorSpec((*image_size, channels), tf.float32)
     return files, labels, names, x_spec
 
 
@@ -786,7 +790,12 @@ def find_unreadable_images(paths: Sequence[str], channels: int) -> list[tuple[st
 
 
 class DirectorySource:
-    """Image files decoded and resized on the fly (like ``image_dataset_from_directory``)."""
+    """Image files decoded and resized on the fly (like ``image_dataset_from_directory``).
+
+    Each file goes through :func:`finetunekit.data.decode.load_image_file`;
+    :attr:`settings` is what a model trained on it records to read files
+    and arrays the same way.
+    """
 
     kind = "directory"
 
@@ -797,12 +806,23 @@ class DirectorySource:
         image_size: tuple[int, int],
         channels: int,
         interpolation: str,
+        color_mode: str | None = None,
     ) -> None:
         self._paths = paths
         self._x_spec = x_spec
         self._image_size = tuple(int(s) for s in image_size)
         self._channels = channels
         self._interpolation = interpolation
+        self._color_mode = color_mode or {v: k for k, v in COLOR_CHANNELS.items()}[channels]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """``{"image_size": [h, w], "color_mode": ..., "interpolation": ...}``."""
+        return {
+            "image_size": list(self._image_size),
+            "color_mode": self._color_mode,
+            "interpolation": self._interpolation,
+        }
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -826,15 +846,12 @@ class DirectorySource:
             (int(self._image_size[0]), int(self._image_size[1])),
             self._channels,
             self._interpolation,
+            self._color_mode,
         )
 
     def load(self, path: tf.Tensor) -> tf.Tensor:
-        """Reads, decodes and resizes one image exactly as Keras does."""
-        img = tf.io.read_file(path)
-        img = tf.image.decode_image(img, channels=self._channels, expand_animations=False)
-        img = tf.image.resize(img, self._image_size, method=self._interpolation)
-        img.set_shape((*self._image_size, self._channels))
-        return img
+        """Reads, decodes and resizes one image as Keras does (a same-size resize is skipped)."""
+        return load_image_file(path, self._image_size, self._channels, self._interpolation)
 
     def dataset(
         self,

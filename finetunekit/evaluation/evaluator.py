@@ -245,9 +245,32 @@ class Evaluator:
                     fix="Pass a non-empty test set.",
                 )
             )
+        report = adapter_task.evaluate_model(model, adapter, evaluator=self, thresholds=thresholds)
+        if report is not None:  # the task ran the model itself (embeddings)
+            return report
         self._check_model_output(model, adapter_task, names, y_true)
+        y_pred = self.predict_outputs(model, adapter)
+        return self.compute(
+            y_true, y_pred, task=adapter_task, class_names=names, thresholds=thresholds
+        )
+
+    def predict_outputs(self, model: Any, adapter: Any) -> np.ndarray:
+        """Runs ``model`` on ``adapter.inputs_dataset`` and returns its single output.
+
+        A failure of the model on the data, or several outputs, raise
+        :class:`EvaluationError` naming the shapes. Tasks that run the model
+        themselves (``Task.evaluate_model``) call it too.
+
+        Examples:
+            >>> import numpy as np, keras
+            >>> from finetunekit.data import DatasetAdapter
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> data = DatasetAdapter.from_arrays(np.zeros((3, 4)), [0, 1, 0])
+            >>> Evaluator().predict_outputs(model, data).shape
+            (3, 2)
+        """
         try:
-            y_pred = predict(adapter.inputs_dataset(self._batch_size), verbose=0)
+            y_pred = model.predict(adapter.inputs_dataset(self._batch_size), verbose=0)
         except FineTuneError:
             raise
         except Exception as error:
@@ -280,9 +303,7 @@ class Evaluator:
                     )
                 )
             y_pred = y_pred[0]
-        return self.compute(
-            y_true, y_pred, task=adapter_task, class_names=names, thresholds=thresholds
-        )
+        return np.asarray(y_pred)
 
     @staticmethod
     def _as_adapter(

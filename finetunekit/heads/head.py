@@ -21,9 +21,10 @@ from finetunekit.settings import Settings, setting
 from finetunekit.tasks.base import Task
 from finetunekit.tasks.base import get as get_task
 
-__all__ = ["HeadReplacer", "HeadTensors", "POOLINGS"]
+__all__ = ["HeadReplacer", "HeadTensors", "NORMALIZATIONS", "POOLINGS"]
 
 POOLINGS = ("avg", "max", "flatten", "none")
+NORMALIZATIONS = ("layer", "batch")
 
 
 def _num_classes(value: Any) -> int | str:
@@ -75,6 +76,27 @@ def _label_smoothing(value: Any) -> float:
     return number  # type: ignore[no-any-return]
 
 
+def _normalize(value: Any) -> str | None:
+    if value is None:
+        return None
+    return check_choice(  # type: ignore[no-any-return]
+        "normalize",
+        value,
+        NORMALIZATIONS,
+        error=HeadError,
+        what="Unknown feature normalisation",
+        expected=f"None or one of {NORMALIZATIONS}",
+        fix="Use normalize=None (the default), 'layer' or 'batch'",
+    )
+
+
+def _normalization_layer(kind: str) -> keras.layers.Layer:
+    """The parameter-free ``head_norm`` layer: the next ``Dense`` absorbs any scale and shift."""
+    if kind == "layer":
+        return keras.layers.LayerNormalization(center=False, scale=False, name="head_norm")
+    return keras.layers.BatchNormalization(center=False, scale=False, name="head_norm")
+
+
 def _temporal(value: Any) -> str | None:
     if value is None:
         return None
@@ -108,8 +130,9 @@ class HeadTensors:
 class HeadReplacer(Settings):
     """The new output layers put on top of the backbone's features.
 
-    Spatial features are pooled, optional hidden ``Dense`` layers follow (each
-    with dropout), then the output layer sized from the data. The task picks
+    Spatial features are pooled, optionally normalised (``normalize``),
+    optional hidden ``Dense`` layers follow (each with dropout), then the
+    output layer sized from the data. The task picks
     the activation and loss: softmax + categorical cross-entropy (multiclass),
     sigmoid + binary cross-entropy (binary, multilabel), linear + mean squared
     error (regression).
@@ -121,6 +144,14 @@ class HeadReplacer(Settings):
         dropout: dropout rate before each ``Dense`` layer, in [0, 1).
         pooling: ``"avg"``, ``"max"``, ``"flatten"`` or ``"none"``, for
             spatial (4-D) or sequence (3-D) features.
+        normalize: how the pooled features are normalised before the first
+            ``Dense`` (layer ``head_norm``, no trainable weights): ``None``
+            (default: the features as they are), ``"layer"`` (each example's
+            features to mean 0 and variance 1, whatever their scale) or
+            ``"batch"`` (each feature standardised with batch statistics,
+            moving averages at inference). Neither was better on every
+            benchmark, so the default stays ``None``: docs/head.md.
+            A single feature is never normalised.
         hidden_activation: activation of the hidden layers.
         activation: ``"auto"`` (from the task) or a Keras activation name.
         loss: ``"auto"`` (from the task) or a Keras loss name.
@@ -140,6 +171,8 @@ class HeadReplacer(Settings):
         >>> head = ftk.HeadReplacer(num_classes="auto", hidden_units=(64,), dropout=0.2)
         >>> head.get_config()["hidden_units"]
         [64]
+        >>> ftk.HeadReplacer(normalize="layer").get_config()["normalize"]
+        'layer'
     """
 
     num_classes: int | str = setting("auto", kw_only=False, check=_num_classes)
@@ -164,6 +197,7 @@ class HeadReplacer(Settings):
             "pooling", v, POOLINGS, error=HeadError, fix="Use pooling='avg'"
         ),
     )
+    normalize: str | None = setting(None, check=_normalize)
     hidden_activation: str = setting(
         "relu", check=lambda v: _keras_name("hidden_activation", v, keras.activations.get)
     )
@@ -268,7 +302,8 @@ class HeadReplacer(Settings):
     ) -> HeadTensors:
         """Adds the head layers on the symbolic ``features``.
 
-        Layers are named ``head_pool``, ``head_dropout_<i>``, ``head_dense_<i>``,
+        Layers are named ``head_pool``, ``head_norm`` (with ``normalize``),
+        ``head_dropout_<i>``, ``head_dense_<i>``,
         ``head_output_dropout`` and ``head_output`` (clips add
         ``head_frame_pool`` and ``head_temporal_conv`` / ``head_temporal_gru``;
         ``scale_targets`` adds ``head_rescale`` after the output). The output
@@ -322,6 +357,8 @@ class HeadReplacer(Settings):
             else:
                 x = keras.layers.Flatten(name="head_pool")(x)
             pooled = x  # parameter-free: the frozen phase may cache it
+        if self.normalize is not None and x.shape[-1] != 1:  # one feature: its scale is all
+            x = _normalization_layer(self.normalize)(x)
         for i, width in enumerate(self.hidden_units):
             if self.dropout:
                 x = keras.layers.Dropout(self.dropout, name=f"head_dropout_{i}")(x)

@@ -6,7 +6,9 @@ loss, the training metrics, turning outputs into decisions, its part of the
 evaluation report, and its config. Wherever finetunekit accepts
 ``task="name"`` it also accepts a Task object; ``data.task`` is the name.
 
-Built-in: ``multiclass``, ``binary``, ``multilabel``, ``regression``.
+Built-in: ``multiclass``, ``binary``, ``multilabel``, ``regression`` and
+``embedding`` (pairs, triplets, scored pairs or groups -> an encoder; see
+``docs/embeddings.md``).
 Subclass :class:`Task` for a new kind (see ``docs/tasks.md``).
 
 Examples:
@@ -19,12 +21,14 @@ Examples:
 
 from finetunekit.tasks.base import BUILT_IN, Task, available, deserialize, get, serialize
 from finetunekit.tasks.classification import Binary, ClassificationTask, Multiclass, Multilabel
+from finetunekit.tasks.embedding import Embedding
 from finetunekit.tasks.regression import Regression
 
 __all__ = [
     "BUILT_IN",
     "Binary",
     "ClassificationTask",
+    "Embedding",
     "Multiclass",
     "Multilabel",
     "Regression",

@@ -36,7 +36,7 @@ __all__ = ["Task", "available", "deserialize", "get", "serialize"]
 #: name -> Task subclass; filled by ``Task.__init_subclass__``.
 _REGISTRY: dict[str, type[Task]] = {}
 #: the built-in names, in the order the docs list them.
-BUILT_IN: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression")
+BUILT_IN: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression", "embedding")
 
 
 class Task:
@@ -228,7 +228,41 @@ class Task:
 
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
+    # ------------------------------------------------------------------ the recipe
+    def check_recipe(self, train: Any, validation: Any, *, head: Any, trainer: Any) -> None:
+        """Raises before anything is built when the recipe does not fit this task.
+
+        Called by :meth:`finetunekit.FineTuner.prepare` with the training and
+        validation ``DatasetAdapter`` (or ``None``), the ``HeadReplacer`` and
+        the ``Trainer``. The default accepts everything (the generic checks
+        run anyway).
+        """
+
+    def training_model(self, built: Any, train: Any) -> Any:
+        """The :class:`~finetunekit.training.engine.BuiltModel` the engine trains.
+
+        Called by :meth:`finetunekit.FineTuner.build_model` with the model it
+        built (raw input -> backbone -> head) and the training adapter. A
+        task whose training sees the data differently returns a copy with
+        another ``model`` (that shares the built layers), its ``loss``, the
+        built model as ``inference_model`` (what the result keeps) and,
+        where the feature cache cannot cut the new model, ``cache_problem``.
+        The default returns ``built`` unchanged.
+        """
+        return built
+
     # ------------------------------------------------------------------ results
+    def evaluate_model(
+        self, model: Any, data: Any, *, evaluator: Any, thresholds: Any = None
+    ) -> EvaluationReport | None:
+        """The report of ``model`` on ``data``, when the task runs the model itself.
+
+        Called by :meth:`finetunekit.Evaluator.evaluate` once the data and
+        task are resolved; ``None`` (the default) lets the evaluator predict
+        on ``data.inputs_dataset`` and call :meth:`evaluate`.
+        """
+        return None
+
     def decide(self, outputs: np.ndarray, threshold: float = 0.5) -> np.ndarray | None:
         """Discrete decisions from model outputs, or ``None`` for value tasks.
 
@@ -399,6 +433,7 @@ def _no_thresholds(name: str, thresholds: Any) -> None:
 
 def _ensure_builtins() -> None:
     import finetunekit.tasks.classification  # noqa: F401 - registers the built-ins
+    import finetunekit.tasks.embedding  # noqa: F401
     import finetunekit.tasks.regression  # noqa: F401
 
 

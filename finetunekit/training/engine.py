@@ -67,6 +67,11 @@ class BuiltModel:
         info: facts about the build (input adaptation, backbone, target scaling...).
         lora_targets: the backbone's default LoRA target layers
             (``Trainer(lora_layers="auto")``), or ``None``: every supported kind.
+        inference_model: what the result keeps when training runs another
+            model around it (``Task.training_model``: the embedding task trains
+            a pair wrapper and keeps the encoder), or ``None``: ``model``.
+        cache_problem: why the feature cache cannot cut ``model`` (reported
+            in ``result.info["feature_cache"]``), or ``None``.
     """
 
     model: keras.Model
@@ -76,6 +81,13 @@ class BuiltModel:
     loss: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     lora_targets: list[Any] | None = None
+    inference_model: keras.Model | None = None
+    cache_problem: str | None = None
+
+    @property
+    def result_model(self) -> keras.Model:
+        """The model the result holds: ``inference_model`` or else ``model``."""
+        return self.inference_model if self.inference_model is not None else self.model
 
     def __iter__(self) -> Any:
         """``model, backbone_model, info = built``: the tuple ``build_model`` used to return."""

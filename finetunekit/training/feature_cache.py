@@ -138,6 +138,8 @@ def decide(
         reason = problem
     elif trainer.checkpoint_dir is not None:
         reason = "checkpoint_dir is set: resumable runs train the full model in phase 1"
+    elif getattr(built, "cache_problem", None):
+        reason = built.cache_problem
     elif train.adapter is None or (validation is not None and validation.adapter is None):
         reason = "the Trainer got tf.data datasets, not DatasetAdapters to replay"
     else:
