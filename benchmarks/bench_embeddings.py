@@ -32,14 +32,17 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_finetune import EpochTimer  # noqa: E402
 
 import finetunekit as ftk  # noqa: E402
 
@@ -106,21 +109,6 @@ def recall_at_1(queries: np.ndarray, corpus: np.ndarray) -> float:
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     c = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
     return float(np.mean((q @ c.T).argmax(axis=1) == np.arange(len(q))))
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall seconds of every epoch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def run_finetunekit(cfg: dict[str, Any], a: np.ndarray, p: np.ndarray) -> tuple[Any, list[float]]:

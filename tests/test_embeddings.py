@@ -271,7 +271,8 @@ def test_fit_pairs_embed_search_evaluate_save_load(tmp_path):
     assert exported.ok and exported.max_abs_diff < 1e-5
     import tensorflow as tf
 
-    served = np.asarray(tf.saved_model.load(exported.path).serve(x.astype("float32")))
+    loaded = tf.saved_model.load(exported.path)  # kept: its variables die with the object
+    served = np.asarray(loaded.serve(x.astype("float32")))
     np.testing.assert_allclose(_unit(served), vectors, atol=1e-5)
 
 
