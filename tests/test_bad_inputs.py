@@ -389,6 +389,20 @@ BAD_INPUTS = [
         id="feature-layer-unknown",
     ),
     R(
+        lambda c: ftk.Backbone.from_model(c.net, preprocessing="mobilenetv9"),
+        ftk.BackboneError,
+        "preprocessing",
+        id="preprocessing-unknown",
+    ),
+    R(
+        lambda c: ftk.Backbone.from_model(
+            c.net, preprocessing=keras.layers.Lambda(lambda t: t / 255.0)
+        ),
+        ftk.BackboneError,
+        "preprocessing",
+        id="preprocessing-not-safe-mode",
+    ),
+    R(
         lambda c: ftk.Backbone.from_model("tiny"),
         ftk.ArgumentTypeError,
         "model",
