@@ -33,3 +33,29 @@ def tiny_images():
     x = rng.integers(0, 100, (40, 16, 16)).astype("uint8")
     x[y == 1] += 120
     return x, y
+
+
+def save_tiny_bert_preset(folder: str, vocab: list[str], *, sequence_length: int, num_layers: int):
+    """Saves a random hidden-16 BERT (2 heads) and its WordPiece preprocessor as a local preset."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)  # the same random encoder in every run
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab)
+    keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=sequence_length
+    ).save_to_preset(folder)
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab),
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=sequence_length,
+    ).save_to_preset(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert():
+    """``save_tiny_bert_preset``, for tests that need a small random KerasHub text encoder."""
+    return save_tiny_bert_preset

@@ -415,9 +415,8 @@ def test_images_mnist_digits_grouped_by_digit():
 
 
 @pytest.mark.slow
-def test_text_pairs_on_a_tiny_random_bert(tmp_path):
+def test_text_pairs_on_a_tiny_random_bert(tmp_path, tiny_bert):
     """Raw strings in: a 1-layer BERT preset written here, pairs fit, embed, evaluate, reload."""
-    keras_hub = pytest.importorskip("keras_hub")  # the [text] extra; absent: no text backbones
     topics = {
         "fruit": "apple pear plum grape lemon".split(),
         "tools": "hammer saw drill wrench file".split(),
@@ -426,20 +425,7 @@ def test_text_pairs_on_a_tiny_random_bert(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the"] + sorted(
         w for words in topics.values() for w in words
     )
-    folder = str(tmp_path / "tiny_bert")
-    keras.utils.set_random_seed(0)
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab)
-    keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8).save_to_preset(
-        folder
-    )
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocab),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    ).save_to_preset(folder)
+    folder = tiny_bert(str(tmp_path / "tiny_bert"), vocab, sequence_length=8, num_layers=1)
     rng = np.random.default_rng(0)
     names = list(topics)
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
@@ -43,23 +42,10 @@ def _sentences(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny_preset(tmp_path_factory: pytest.TempPathFactory, tiny_bert) -> str:
     """A 2-layer, hidden-16 BERT with a 23-word WordPiece vocabulary, as a local preset."""
     folder = str(tmp_path_factory.mktemp("tiny_bert"))
-    keras.utils.set_random_seed(0)  # the same random encoder in every run
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB)
-    keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16).save_to_preset(
-        folder
-    )
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=16,
-    ).save_to_preset(folder)
-    return folder
+    return tiny_bert(folder, VOCAB, sequence_length=16, num_layers=2)
 
 
 # --------------------------------------------------------------------------- data
