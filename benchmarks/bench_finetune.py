@@ -199,6 +199,7 @@ def finetunekit_run(
                 epochs,
                 cfg["batch_size"],
                 fine_tune_epochs=fine_tune_epochs,
+                fine_tune_learning_rate=cfg["learning_rate"] / 10,  # as keras_baseline
                 seed=SEED,
                 verbose=0,
                 callbacks=callbacks,

@@ -293,6 +293,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--keras", action="store_true", help="also the plain-Keras reference (fer cases)"
     )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="the head's rate in every case (default: each case's own, fixed for its table)",
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 5)
     names = args.cases or list(QUICK_CASES if args.quick else CASES)
@@ -306,6 +312,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             skipped[name] = str(exc)
             print(f"{name}: skipped ({exc})", flush=True)
             continue
+        if args.learning_rate is not None:
+            case.learning_rate = args.learning_rate
         runs[name] = {s: [] for s in settings}
         for seed in range(seeds):
             for setting in settings:  # every setting on the same data, seed after seed

@@ -108,6 +108,7 @@ def multilabel(quick: bool, verbose: int = 0) -> dict[str, Any]:
                 epochs=10 if quick else 20,
                 fine_tune_epochs=2 if quick else 5,
                 learning_rate=1e-2,
+                fine_tune_learning_rate=1e-3,
                 verbose=verbose,
                 seed=0,
             )

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             epochs=args.epochs,
             fine_tune_epochs=args.fine_tune_epochs,
             learning_rate=1e-3,
-            fine_tune_learning_rate=None,  # 1e-4, a tenth
+            fine_tune_learning_rate=1e-4,  # a tenth
             seed=args.seed,
         )
         tuned_report = tuned.evaluate(test)

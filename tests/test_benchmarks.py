@@ -231,3 +231,22 @@ def test_tf_onednn_crash_script_runs_a_case_in_a_child_process(capsys):
     assert rows == [{"case": "conv3x3_stride2", "onednn": "0", "jit": "0", "outcome": "ok"}]
     cells = _table_row(capsys.readouterr().out, "conv3x3_stride2 |")
     assert cells[:4] == ["conv3x3_stride2", "0", "False", "ok"]
+
+
+# bench_head_rate --quick: tiny_cnn (128 images, 40 head steps), 1 seed. Measured 2026-12-03:
+# 1e-3 0.262, 3e-3 0.648, 1e-2 0.492, 1e-3 with >= 100 steps 0.508 (chance 0.25).
+MIN_HEAD_RATE_GAIN = 0.1
+
+
+@pytest.mark.slow
+def test_bench_head_rate_quick_prints_the_means_and_the_default_rate_learns(capsys):
+    """`bench_head_rate.py --quick`: each column is the mean of its runs; 1e-2 beats 1e-3."""
+    module = _load("bench_head_rate")
+    table = module.main(["--quick"])
+    stdout = capsys.readouterr().out
+    row = table["tiny_cnn"]
+    labels = ["0.001", "0.003", "0.01", "1e-3, >= 100 steps"]
+    cells = _table_row(stdout, f"tiny_cnn ({row['images']}, {row['steps']}) |")
+    for label, cell in zip(labels, cells[1:]):
+        assert _first_number(cell)[0] == pytest.approx(row[label], abs=5e-4)
+    assert row["0.01"] - row["0.001"] > MIN_HEAD_RATE_GAIN

@@ -237,7 +237,7 @@ def test_each_layer_group_steps_at_its_own_rate(
 
 def test_rate_range_defaults_and_group_rates() -> None:
     trainer = ftk.Trainer(learning_rate=(1e-4, 1e-2), fine_tune_epochs=1)
-    assert trainer.resolved_fine_tune_learning_rate == pytest.approx((1e-5, 1e-3))
+    assert trainer.resolved_fine_tune_learning_rate == pytest.approx((1e-6, 1e-4))  # / 100
     assert group_rates(1e-4, 1e-2, 3) == pytest.approx([1e-2, 1e-3, 1e-4])
     assert group_rates(1e-4, 1e-2, 1) == [1e-2]
 
@@ -288,7 +288,7 @@ def test_trainer_follows_the_schedule_over_each_phase() -> None:
     )
     trainer.train(model, backbone, _ds(4), loss="categorical_crossentropy")
     phase1 = WarmupCosine(0.1, total_steps=8, warmup_steps=2)
-    phase2 = WarmupCosine(0.01, total_steps=4, warmup_steps=1)
+    phase2 = WarmupCosine(0.001, total_steps=4, warmup_steps=1)  # a hundredth
     expected = [float(phase1(s)) for s in range(8)] + [float(phase2(s)) for s in range(4)]
     assert probe.rates == pytest.approx(expected, rel=1e-5)
 
@@ -438,7 +438,8 @@ def test_new_arguments_round_trip_through_json_and_defaults_are_unchanged() -> N
     assert ftk.Trainer.from_config(config).get_config() == config
     assert config["learning_rate"] == [1e-5, 1e-3]
     defaults = ftk.Trainer().get_config()
-    assert defaults["learning_rate"] == 1e-3 and defaults["schedule"] == "constant"
+    assert defaults["learning_rate"] == 1e-2 and defaults["schedule"] == "constant"
+    assert ftk.Trainer().resolved_fine_tune_learning_rate == pytest.approx(1e-4)
     assert defaults["gradual_unfreeze"] is None and defaults["layer_groups"] == 4
 
 

@@ -148,7 +148,7 @@ class Trainer(Settings):
     Phase 1 trains the new head on a frozen backbone for ``epochs``. Phase 2
     (when ``fine_tune_epochs > 0``) unfreezes the whole backbone or its top
     ``unfreeze`` weight-holding layers and trains ``fine_tune_epochs`` more at
-    ``fine_tune_learning_rate`` (default a tenth of ``learning_rate``).
+    ``fine_tune_learning_rate`` (default a hundredth of ``learning_rate``).
     BatchNorm layers stay frozen and in inference mode in both phases unless
     ``train_bn=True``; the model is recompiled whenever ``trainable`` changes.
 
@@ -156,13 +156,16 @@ class Trainer(Settings):
         optimizer: a name (``"sgd"`` is plain gradient descent, ``"adam"``,
             ``"adamw"``, ``"rmsprop"``, ...) or a ``keras.optimizers.Optimizer``
             (copied per phase through its config).
-        learning_rate: phase-1 learning rate, or a ``(low, high)`` range for
+        learning_rate: phase-1 learning rate (default ``1e-2``: a new head
+            on frozen features needs large steps, above all on small data;
+            measured in ``docs/head.md``), or a ``(low, high)`` range for
             discriminative rates (phase 1 trains the head at ``high``; the
-            default phase-2 range is the range / 10).
+            default phase-2 range is the range / 100).
         epochs: phase-1 epochs (head only). 0 skips phase 1.
         batch_size: examples per batch.
         fine_tune_epochs: phase-2 epochs; 0 (default) skips phase 2.
-        fine_tune_learning_rate: phase-2 rate; default ``learning_rate / 10``.
+        fine_tune_learning_rate: phase-2 rate; default ``learning_rate / 100``
+            (``1e-4`` with the defaults).
             A ``(low, high)`` range gives the head and the top layer group
             ``high``, the deepest group ``low``, geometrically spaced between
             (one Keras optimizer per group, see ``training/discriminative.py``).
@@ -294,7 +297,7 @@ class Trainer(Settings):
         from_config=optimizer_from_config,
     )
     learning_rate: float | tuple[float, float] = setting(
-        1e-3,
+        1e-2,
         kw_only=False,
         check=lambda v: check_rate("learning_rate", v),
         to_config=rate_config,
@@ -406,8 +409,8 @@ class Trainer(Settings):
         if self.fine_tune_learning_rate is not None:
             return self.fine_tune_learning_rate
         if isinstance(self.learning_rate, tuple):
-            return (self.learning_rate[0] / 10.0, self.learning_rate[1] / 10.0)
-        return self.learning_rate / 10.0
+            return (self.learning_rate[0] / 100.0, self.learning_rate[1] / 100.0)
+        return self.learning_rate / 100.0
 
     def phases(self) -> list[tuple[int, Any, int, int]]:
         """``(phase, learning rate, first epoch, end epoch)`` of each phase to run.
