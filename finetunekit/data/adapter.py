@@ -446,6 +446,134 @@ class DatasetAdapter:
 
         return cls._create(*group_data(items, groups, task))
 
+    # ------------------------------------------------------------------ detection
+
+    @classmethod
+    def from_detection(
+        cls,
+        images: Any,
+        boxes: Any,
+        labels: Any,
+        *,
+        box_format: str = "xyxy",
+        class_names: list[str] | tuple[str, ...] | None = None,
+        task: Any = None,
+    ) -> DatasetAdapter:
+        """Images with boxes and a class per box, for the ``detection`` task.
+
+        Boxes are checked and stored as absolute ``xyxy`` pixels of each
+        image (``targets()``: ``(N, M, 5)``, padding rows ``-1``); see
+        ``docs/detection.md`` and :mod:`finetunekit.data.detection`.
+        ``as_dataset`` yields ``(images, {"boxes": (B, M, 4), "labels": (B,
+        M)})``, images of different sizes padded at the bottom and right to
+        the batch's largest.
+
+        Args:
+            images: an array ``(N, H, W, C)`` / ``(N, H, W)``, or a list of
+                ``(H, W, C)`` arrays of different sizes (one dtype and channel
+                count).
+            boxes: one ``(k, 4)`` array per image (``k`` may be 0).
+            labels: one ``(k,)`` array per image: class indices, or class
+                names (strings).
+            box_format: ``"xyxy"``, ``"xywh"``, ``"yxyx"``, ``"cxcywh"`` in
+                pixels, or the same with ``"rel_"`` for fractions of the
+                image's width and height.
+            class_names: the classes in index order (default: ``"0"`` ..
+                up to the largest index, or the sorted names).
+            task: ``None`` or a :class:`~finetunekit.tasks.Detection`.
+
+        Raises:
+            DataError: counts that differ, a box outside its image (beyond 1
+                px, which is clipped), zero or negative width or height, an
+                unknown ``box_format``, NaN, no box at all.
+            LabelError: a label out of range or a box without a label.
+
+        Examples:
+            >>> import numpy as np
+            >>> data = DatasetAdapter.from_detection(
+            ...     np.zeros((2, 32, 32, 3), "uint8"),
+            ...     boxes=[[[4, 4, 12, 20], [0, 0, 32, 8]], []], labels=[[0, 1], []],
+            ...     box_format="xyxy", class_names=["cat", "dog"])
+            >>> data.task, len(data), data.class_counts(), data.targets().shape
+            ('detection', 2, {'cat': 1, 'dog': 1}, (2, 2, 5))
+        """
+        from finetunekit.data.detection import detection_data
+
+        return cls._create(
+            *detection_data(
+                images, boxes, labels, box_format=box_format, class_names=class_names, task=task
+            )
+        )
+
+    @classmethod
+    def from_coco(
+        cls,
+        annotations_json: str | os.PathLike[str] | dict[str, Any],
+        image_dir: str | os.PathLike[str],
+        *,
+        task: Any = None,
+        validate: bool = False,
+    ) -> DatasetAdapter:
+        """A COCO ``instances`` annotation file and its image folder (``detection`` task).
+
+        Category ids map to class indices in ascending id order, with the
+        categories' names as ``class_names``; ``bbox`` is ``[x, y, width,
+        height]`` in pixels. Crowd annotations (``iscrowd: 1``) are left out:
+        they mark a region of many objects, not one box. Images without
+        annotations are kept (no boxes). Files are decoded (RGB, uint8) while
+        a dataset is iterated; ``validate=True`` decodes every file now and
+        checks its size against the annotation.
+
+        Raises:
+            DataError: missing keys, an annotation of an unlisted image or
+                category, a bad box, a listed image absent from ``image_dir``.
+
+        Examples:
+            >>> data = DatasetAdapter.from_coco("instances_val.json", "val2017/")  # doctest: +SKIP
+        """
+        from finetunekit.data.detection import coco_data
+
+        validate = _check_bool(validate, "validate")
+        return cls._create(*coco_data(annotations_json, image_dir, task=task, validate=validate))
+
+    @classmethod
+    def from_voc(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        class_names: list[str] | tuple[str, ...] | None = None,
+        include_difficult: bool = True,
+        task: Any = None,
+        validate: bool = False,
+    ) -> DatasetAdapter:
+        """A Pascal VOC folder: ``Annotations/*.xml`` and ``JPEGImages/`` (``detection`` task).
+
+        VOC's 1-based, inclusive pixel boxes become ``[xmin - 1, ymin - 1,
+        xmax, ymax]``. Class names default to the sorted object names found;
+        ``include_difficult=False`` drops objects marked ``<difficult>1``.
+
+        Raises:
+            DataError: malformed XML or missing tags, a bad box, an image
+                absent from ``JPEGImages/``.
+            LabelError: an object name not in ``class_names``.
+
+        Examples:
+            >>> data = DatasetAdapter.from_voc("VOC2012/")  # doctest: +SKIP
+        """
+        from finetunekit.data.detection import voc_data
+
+        include_difficult = _check_bool(include_difficult, "include_difficult")
+        validate = _check_bool(validate, "validate")
+        return cls._create(
+            *voc_data(
+                folder,
+                class_names=class_names,
+                include_difficult=include_difficult,
+                task=task,
+                validate=validate,
+            )
+        )
+
     @classmethod
     def from_generator(
         cls,
@@ -750,7 +878,8 @@ class DatasetAdapter:
 
     @property
     def source(self) -> str:
-        """Where the inputs come from: ``"arrays"``, ``"tf.data"`` or ``"directory"``."""
+        """Where the inputs come from: ``"arrays"``, ``"tf.data"`` or ``"directory"``
+        (``"files"`` for ``from_coco`` / ``from_voc``)."""
         return self._source.kind
 
     @property

@@ -8,7 +8,8 @@ evaluation report, and its config. Wherever finetunekit accepts
 
 Built-in: ``multiclass``, ``binary``, ``multilabel``, ``regression`` and
 ``embedding`` (pairs, triplets, scored pairs or groups -> an encoder; see
-``docs/embeddings.md``).
+``docs/embeddings.md``); ``detection`` (boxes per image: data and COCO
+evaluation so far, see ``docs/detection.md``).
 Subclass :class:`Task` for a new kind (see ``docs/tasks.md``).
 
 Examples:
@@ -21,6 +22,7 @@ Examples:
 
 from finetunekit.tasks.base import BUILT_IN, Task, available, deserialize, get, serialize
 from finetunekit.tasks.classification import Binary, ClassificationTask, Multiclass, Multilabel
+from finetunekit.tasks.detection import Detection
 from finetunekit.tasks.embedding import Embedding
 from finetunekit.tasks.regression import Regression
 
@@ -28,6 +30,7 @@ __all__ = [
     "BUILT_IN",
     "Binary",
     "ClassificationTask",
+    "Detection",
     "Embedding",
     "Multiclass",
     "Multilabel",

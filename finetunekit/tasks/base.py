@@ -36,7 +36,14 @@ __all__ = ["Task", "available", "deserialize", "get", "serialize"]
 #: name -> Task subclass; filled by ``Task.__init_subclass__``.
 _REGISTRY: dict[str, type[Task]] = {}
 #: the built-in names, in the order the docs list them.
-BUILT_IN: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression", "embedding")
+BUILT_IN: tuple[str, ...] = (
+    "multiclass",
+    "binary",
+    "multilabel",
+    "regression",
+    "embedding",
+    "detection",
+)
 
 
 class Task:
@@ -433,6 +440,7 @@ def _no_thresholds(name: str, thresholds: Any) -> None:
 
 def _ensure_builtins() -> None:
     import finetunekit.tasks.classification  # noqa: F401 - registers the built-ins
+    import finetunekit.tasks.detection  # noqa: F401
     import finetunekit.tasks.embedding  # noqa: F401
     import finetunekit.tasks.regression  # noqa: F401
 
