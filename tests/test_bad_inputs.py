@@ -214,6 +214,41 @@ def _inf_images(ctx: Ctx) -> np.ndarray:
     return x
 
 
+def _detection(**kw: Any) -> DatasetAdapter:
+    args: dict[str, Any] = {
+        "images": np.zeros((2, 16, 16, 3), "uint8"),
+        "boxes": [[[1, 1, 8, 8]], []],
+        "labels": [[0], []],
+        **kw,
+    }
+    return DatasetAdapter.from_detection(
+        args.pop("images"), args.pop("boxes"), args.pop("labels"), **args
+    )
+
+
+def _coco_absent_image(c: Ctx) -> DatasetAdapter:
+    doc = {
+        "images": [{"id": 1, "file_name": "gone.png", "width": 16, "height": 16}],
+        "annotations": [{"image_id": 1, "bbox": [1, 1, 4, 4], "category_id": 1}],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    return DatasetAdapter.from_coco(doc, c.no_images_dir)
+
+
+def _voc_malformed(c: Ctx) -> DatasetAdapter:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="voc_"))
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations" / "0001.xml").write_text("<annotation><filename>0001.jpg")
+    return DatasetAdapter.from_voc(root)
+
+
+def _detection_fit(c: Ctx) -> ftk.FineTuneResult:
+    return _tuner(c, data=_detection()).fit()
+
+
 # ---------------------------------------------------------------------- the table
 # (id, action(ctx), exception class, offending argument as named in the message)
 R = pytest.param
@@ -341,6 +376,45 @@ BAD_INPUTS = [
         "ds",
         id="tfdata-not-a-dataset",
     ),
+    R(
+        lambda c: _detection(boxes=[[[1, 1, 20, 8]], []]),
+        ftk.DataError,
+        "boxes[0]",
+        id="detection-box-outside-image",
+    ),
+    R(
+        lambda c: _detection(boxes=[[[5, 1, 5, 8]], []]),
+        ftk.DataError,
+        "boxes[0]",
+        id="detection-box-zero-width",
+    ),
+    R(
+        lambda c: _detection(class_names=["cat"], labels=[[1], []]),
+        ftk.LabelError,
+        "labels[0]",
+        id="detection-label-out-of-range",
+    ),
+    R(
+        lambda c: _detection(labels=[[0, 0], []]),
+        ftk.LabelError,
+        "labels[0]",
+        id="detection-box-label-counts-differ",
+    ),
+    R(
+        lambda c: _detection(box_format="xyhw"),
+        ftk.DataError,
+        "box_format",
+        id="detection-unknown-box-format",
+    ),
+    R(
+        lambda c: DatasetAdapter.from_coco({"images": [], "annotations": []}, c.no_images_dir),
+        ftk.DataError,
+        "annotations_json",
+        id="coco-missing-keys",
+    ),
+    R(_coco_absent_image, ftk.DataError, "image_dir", id="coco-image-absent"),
+    R(_voc_malformed, ftk.DataError, "folder", id="voc-malformed-xml"),
+    R(_detection_fit, ftk.ConfigError, "data", id="detection-fit-not-built-yet"),
     # ---- step 2: Backbone
     R(lambda c: ftk.Backbone("resnet5O"), ftk.UnknownBackboneError, "name", id="backbone-typo"),
     R(lambda c: ftk.Backbone(50), ftk.ArgumentTypeError, "name", id="backbone-name-int"),

@@ -88,12 +88,19 @@ class Embedding(Task):
             width before the normalisation (``head_projection``); ``None``:
             the pooled features themselves (keeps a pretrained sentence
             encoder's space).
+        chunk_size: gradient caching: each training step embeds the batch
+            ``chunk_size`` examples at a time, takes the loss on the whole
+            batch, and recomputes the chunks with gradients
+            (:class:`~finetunekit.training.contrastive.GradientCache`): the
+            in-batch negatives of ``batch_size`` examples with the
+            activation memory of ``chunk_size``, for one extra forward pass.
+            ``None``: the whole batch at once.
 
     Examples:
         >>> from finetunekit import tasks
         >>> task = tasks.Embedding(temperature=0.1, projection_dim=64)
         >>> task.get_config()
-        {'loss': 'auto', 'temperature': 0.1, 'margin': 0.2, 'projection_dim': 64}
+        {'loss': 'auto', 'temperature': 0.1, 'margin': 0.2, 'projection_dim': 64, 'chunk_size': None}
     """
 
     name: ClassVar[str] = "embedding"
@@ -106,6 +113,7 @@ class Embedding(Task):
         temperature: float = 0.05,
         margin: float = 0.2,
         projection_dim: int | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.loss_name = check_choice("loss", loss, LOSSES, error=ConfigError)
         self.temperature = check_number(
@@ -115,6 +123,9 @@ class Embedding(Task):
         self.projection_dim = check_int(
             "projection_dim", projection_dim, minimum=1, allow_none=True, error=ConfigError
         )
+        self.chunk_size = check_int(
+            "chunk_size", chunk_size, minimum=1, allow_none=True, error=ConfigError
+        )
 
     def get_config(self) -> dict[str, Any]:
         """The settings, JSON-serialisable (saved with the result)."""
@@ -123,6 +134,7 @@ class Embedding(Task):
             "temperature": self.temperature,
             "margin": self.margin,
             "projection_dim": self.projection_dim,
+            "chunk_size": self.chunk_size,
         }
 
     # ------------------------------------------------------------------ step 1: targets
@@ -251,7 +263,7 @@ class Embedding(Task):
         scale_targets=True)`` (the task owns the output), a loss that does not
         fit the layout, a frozen phase (``epochs``) with no head weights to
         train, in-batch losses with ``batch_size=1``, and validation data of
-        another layout.
+        another layout, and a ``chunk_size`` not below ``batch_size``.
         """
         for arg, value, default in (
             ("num_classes", head.num_classes, "auto"),
@@ -305,6 +317,17 @@ class Embedding(Task):
                     fix="Pass Trainer(batch_size=32) or more",
                 )
             )
+        if self.chunk_size is not None and self.chunk_size >= trainer.batch_size:
+            raise ConfigError(
+                format_error(
+                    f"Embedding(chunk_size={self.chunk_size}) is not smaller than "
+                    f"batch_size={trainer.batch_size}: gradient caching would only add a "
+                    "forward pass",
+                    expected="chunk_size < batch_size (the examples embedded at a time)",
+                    received={"chunk_size": self.chunk_size, "batch_size": trainer.batch_size},
+                    fix="Leave chunk_size=None, or raise Trainer(batch_size=...) above it",
+                )
+            )
         if validation is not None and layout_of(validation) != layout:
             raise DataError(
                 format_error(
@@ -325,7 +348,24 @@ class Embedding(Task):
         pair_model``); the result keeps the encoder (``inference_model``). The
         feature cache cannot cut the wrapper (its features are per item, the
         examples per pair), which ``result.info["feature_cache"]`` reports.
+        With ``chunk_size`` the model is wrapped in a
+        :class:`~finetunekit.training.contrastive.GradientCache`.
         """
+        from finetunekit.training.contrastive import GradientCache
+
+        built = self._training_model(built, train)
+        if self.chunk_size is None:
+            return built
+        return dataclasses.replace(
+            built,
+            model=GradientCache(built.model, self.chunk_size),
+            features=None,
+            inference_model=built.result_model,
+            cache_problem=f"gradient caching (Embedding(chunk_size={self.chunk_size})) "
+            "recomputes every chunk through the encoder each step: no features to cache",
+        )
+
+    def _training_model(self, built: Any, train: Any) -> Any:
         from finetunekit.training.contrastive import pair_model
 
         layout = layout_of(train)
@@ -335,6 +375,7 @@ class Embedding(Task):
             "loss": self.resolved_loss(layout),
             "dimension": int(built.model.output_shape[-1]),
             "slots": list(getattr(train, "slots", ())),
+            "chunk_size": self.chunk_size,
         }
         loss = self.loss_for(layout)
         slots = tuple(getattr(train, "slots", ()))
