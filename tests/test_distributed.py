@@ -650,3 +650,28 @@ def test_workers_that_resumed_at_different_epochs_all_raise(
         done = EPOCHS + FINE_TUNE_EPOCHS if index == 0 else 0  # what this worker read
         assert f"the epochs done in checkpoint_dir={done}" in message, message
         assert "storage every worker reads" in message
+
+
+class _Replicas:
+    """Stands in for a strategy: only the replica count matters to the batch check."""
+
+    def __init__(self, n: int) -> None:
+        self.num_replicas_in_sync = n
+
+
+def test_a_batch_that_does_not_split_over_the_replicas_is_refused_before_building(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Measured: MirroredStrategy on 2 logical CPUs, batch 5, fails in TensorFlow's AddN."""
+    distribute.check_batch_size(_Replicas(2), 4)
+    distribute.check_batch_size(_Replicas(1), 5)
+    with pytest.raises(ftk.TrainerError, match="split evenly") as info:
+        distribute.check_batch_size(_Replicas(2), 5)
+    assert "batch_size=4 or 6" in str(info.value) and "Received" in str(info.value)
+    with pytest.raises(ftk.TrainerError, match="batch_size=8 or 16"):
+        distribute.check_batch_size(_Replicas(8), 12)
+    # the Trainer checks it when it resolves its strategy (fit, before building)
+    monkeypatch.setattr(distribute, "resolve_strategy", lambda strategy: _Replicas(2))
+    with pytest.raises(ftk.TrainerError, match="split evenly"):
+        ftk.Trainer(batch_size=5).resolved_strategy()
+    assert ftk.Trainer(batch_size=6).resolved_strategy().num_replicas_in_sync == 2

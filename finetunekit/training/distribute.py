@@ -46,6 +46,7 @@ __all__ = [
     "STRATEGY_NAMES",
     "broadcast_from_chief",
     "cache_problem",
+    "check_batch_size",
     "check_resumed",
     "check_same_on_workers",
     "check_strategy",
@@ -479,6 +480,36 @@ def data_seed(strategy: Any, seed: int | None) -> int | None:
         logger.info("finetunekit: several workers: the data shuffle is seeded with 0")
         return 0
     return seed
+
+
+def check_batch_size(strategy: Any, batch_size: int) -> None:
+    """Raises unless ``batch_size`` splits evenly over the strategy's replicas.
+
+    ``batch_size`` is the global batch: each of the ``num_replicas_in_sync``
+    replicas gets an equal share. A batch that does not split evenly makes
+    Keras' first training step fail deep inside TensorFlow (``AddN`` of
+    per-replica tensors of different shapes: measured with
+    ``MirroredStrategy`` on two logical CPUs, batch 5), so it is refused
+    before anything is built. The last, smaller batch of an epoch may split
+    unevenly: Keras handles that one.
+
+    Raises:
+        TrainerError: ``batch_size`` is not a multiple of the replica count.
+
+    Examples:
+        >>> check_batch_size(resolve_strategy("default"), 5)
+    """
+    replicas = int(strategy.num_replicas_in_sync)
+    if replicas > 1 and batch_size % replicas:
+        lower = max(replicas, batch_size - batch_size % replicas)
+        raise TrainerError(
+            format_error(
+                f"batch_size must split evenly over the {replicas} replicas of the strategy",
+                expected=f"a multiple of {replicas} (the global batch; each replica gets a share)",
+                received={"batch_size": batch_size, "replicas": replicas},
+                fix=f"Pass batch_size={lower} or {lower + replicas}",
+            )
+        )
 
 
 def cache_problem(strategy: Any) -> str | None:

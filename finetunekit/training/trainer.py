@@ -281,7 +281,7 @@ class Trainer(Settings):
 
     Examples:
         >>> import finetunekit as ftk
-        >>> trainer = ftk.Trainer(optimizer="adam", learning_rate=1e-3, epochs=2,
+        >>> trainer = ftk.Trainer(optimizer="adam", learning_rate=1e-2, epochs=2,
         ...                       fine_tune_epochs=1)
         >>> trainer.resolved_fine_tune_learning_rate
         0.0001
@@ -418,7 +418,7 @@ class Trainer(Settings):
         Examples:
             >>> import finetunekit as ftk
             >>> ftk.Trainer(epochs=2, fine_tune_epochs=1).phases()
-            [(1, 0.001, 0, 2), (2, 0.0001, 2, 3)]
+            [(1, 0.01, 0, 2), (2, 0.0001, 2, 3)]
         """
         phases: list[tuple[int, Any, int, int]] = []
         if self.epochs:
@@ -445,14 +445,17 @@ class Trainer(Settings):
 
         Raises:
             TrainerError: the strategy cannot be created here (no TPU, no
-                ``TF_CONFIG``, ...); the message names the fix.
+                ``TF_CONFIG``, ...), or ``batch_size`` does not split evenly
+                over its replicas; the message names the fix.
 
         Examples:
             >>> import finetunekit as ftk
             >>> ftk.Trainer().resolved_strategy().num_replicas_in_sync
             1
         """
-        return distribute.resolve_strategy(self.strategy)
+        strategy = distribute.resolve_strategy(self.strategy)
+        distribute.check_batch_size(strategy, self.batch_size)
+        return strategy
 
     def scope(self) -> Any:
         """The scope of ``strategy`` (build the model in it; training enters it itself).
