@@ -314,6 +314,7 @@ class Backbone:
         pooling: str = "mean",
         lora_rank: int | None = None,
         load_weights: bool = True,
+        padding: str = "dynamic",
     ) -> Backbone:
         """A pretrained text encoder from KerasHub; the model will take raw strings.
 
@@ -330,6 +331,8 @@ class Backbone:
             pooling: ``"mean"`` over the real tokens or ``"cls"`` (first token).
             lora_rank: LoRA rank on the attention query/value layers, or None.
             load_weights: ``False`` builds the same architecture with random weights.
+            padding: ``"dynamic"`` cuts each batch after its longest text (same
+                outputs, less work); ``"fixed"`` always pads to ``sequence_length``.
 
         Examples:
             >>> import finetunekit as ftk
@@ -343,6 +346,7 @@ class Backbone:
             pooling=pooling,
             lora_rank=lora_rank,
             load_weights=load_weights,
+            padding=padding,
         )
 
     @staticmethod

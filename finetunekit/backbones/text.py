@@ -23,6 +23,7 @@ from keras import ops
 
 from finetunekit import _compat
 from finetunekit.backbones.backbone import Backbone, BuiltBackbone
+from finetunekit.backbones.padding import PAD_MULTIPLE, check_padding, trim_padding
 from finetunekit.errors import (
     ArgumentTypeError,
     BackboneError,
@@ -83,15 +84,22 @@ class TextPreprocessor(keras.layers.Layer):
     Single texts come as a ``(B,)`` string tensor, sentence pairs as
     ``(B, 2)`` (both segments are packed into one sequence). The output is the
     encoder's input dict, e.g. ``token_ids``, ``padding_mask``, ``segment_ids``
-    of shape ``(B, sequence_length)``. The tokenizer's vocabulary is saved with
-    the model as an asset, so a saved model loads (in safe mode) and predicts
-    on raw strings.
+    of shape ``(B, sequence_length)``; with ``padding="dynamic"`` of shape
+    ``(B, K)``, ``K`` the batch's longest text rounded up to a multiple of
+    ``pad_multiple`` (see :mod:`finetunekit.backbones.padding`: the encoder's
+    outputs for each text are unchanged). The tokenizer's vocabulary is saved
+    with the model as an asset, so a saved model loads (in safe mode) and
+    predicts on raw strings.
 
     Args:
         preprocessor: the KerasHub preprocessor (or its serialised config).
         pairs: whether inputs are sentence pairs ``(B, 2)``.
         output_dtypes: ``{input name: dtype}`` of the output dict; computed
             from the preprocessor when ``None``.
+        padding: ``"fixed"`` (every batch ``sequence_length`` long; what models
+            saved before this setting existed do) or ``"dynamic"`` (cut the
+            padding after each batch's longest text).
+        pad_multiple: with ``"dynamic"``, kept lengths are multiples of it.
 
     Examples:
         >>> layer = TextPreprocessor(preprocessor)  # doctest: +SKIP
@@ -104,9 +112,31 @@ class TextPreprocessor(keras.layers.Layer):
         preprocessor: Any,
         pairs: bool = False,
         output_dtypes: dict[str, str] | None = None,
+        padding: str = "fixed",
+        pad_multiple: int = PAD_MULTIPLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
+        if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int):
+            raise ArgumentTypeError(
+                format_error(
+                    "pad_multiple must be an int",
+                    expected=f"an int >= 1, e.g. {PAD_MULTIPLE}",
+                    received={"pad_multiple": pad_multiple},
+                    fix=f"Pass pad_multiple={PAD_MULTIPLE}",
+                )
+            )
+        if pad_multiple < 1:
+            raise BackboneError(
+                format_error(
+                    "pad_multiple must be positive",
+                    expected=f"an int >= 1, e.g. {PAD_MULTIPLE}",
+                    received={"pad_multiple": pad_multiple},
+                    fix=f"Pass pad_multiple={PAD_MULTIPLE}",
+                )
+            )
+        self.pad_multiple = pad_multiple
         if isinstance(preprocessor, dict):
             require_keras_hub()
             preprocessor = keras.saving.deserialize_keras_object(preprocessor)
@@ -119,6 +149,15 @@ class TextPreprocessor(keras.layers.Layer):
             sample = tf.constant([["a", "b"]]) if self.pairs else tf.constant(["a"])
             output_dtypes = {k: v.dtype.name for k, v in self._run(sample).items()}
         self.output_dtypes = dict(output_dtypes)
+        if self.padding == "dynamic" and "padding_mask" not in self.output_dtypes:
+            raise BackboneError(
+                format_error(
+                    "padding='dynamic' needs a preprocessor that outputs a padding_mask",
+                    expected="a KerasHub text preprocessor with a 'padding_mask' output",
+                    received={"outputs": sorted(self.output_dtypes)},
+                    fix="Pass padding='fixed'",
+                )
+            )
 
     def build(self, input_shape: Any) -> None:
         # The inner preprocessor is built on first use: when a saved model is
@@ -133,12 +172,16 @@ class TextPreprocessor(keras.layers.Layer):
         return dict(out)
 
     def call(self, inputs: Any) -> dict[str, Any]:
-        return self._run(inputs)
+        out = self._run(inputs)
+        if self.padding == "dynamic":
+            out = trim_padding(out, multiple=self.pad_multiple, cap=self.sequence_length)
+        return out
 
     def compute_output_spec(self, inputs: Any) -> dict[str, Any]:
         batch = inputs.shape[0]
+        length = None if self.padding == "dynamic" else self.sequence_length
         return {
-            name: keras.KerasTensor((batch, self.sequence_length), dtype=dtype, name=name)
+            name: keras.KerasTensor((batch, length), dtype=dtype, name=name)
             for name, dtype in self.output_dtypes.items()
         }
 
@@ -148,6 +191,8 @@ class TextPreprocessor(keras.layers.Layer):
             "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
             "pairs": self.pairs,
             "output_dtypes": dict(self.output_dtypes),
+            "padding": self.padding,
+            "pad_multiple": self.pad_multiple,
         }
 
 
@@ -246,6 +291,11 @@ class TextBackbone(Backbone):
             the Trainer has a fine-tuning phase.
         load_weights: ``True`` for the pretrained weights, ``False`` for the
             same architecture randomly initialised (training from scratch).
+        padding: ``"dynamic"`` (default): each batch is cut after its longest
+            text, rounded up to a multiple of 8 tokens, inside the model, so
+            short texts do not pay for ``sequence_length``; outputs are the
+            same as ``"fixed"`` (every batch padded to ``sequence_length``),
+            which keeps one constant shape (see ``docs/text.md``).
 
     Examples:
         >>> import finetunekit as ftk
@@ -262,6 +312,7 @@ class TextBackbone(Backbone):
         pooling: str = "mean",
         lora_rank: int | None = None,
         load_weights: bool = True,
+        padding: str = "dynamic",
     ) -> None:
         if not isinstance(preset, (str, os.PathLike)):
             raise ArgumentTypeError(
@@ -327,6 +378,7 @@ class TextBackbone(Backbone):
                     received={"load_weights": load_weights},
                 )
             )
+        padding = check_padding(padding)
         _check_preset(preset)
         self._spec = None
         self._kind = "preset"
@@ -338,6 +390,7 @@ class TextBackbone(Backbone):
         self.pooling = pooling
         self.lora_rank = lora_rank
         self.load_weights = load_weights
+        self.padding = padding
         self.weights = "pretrained" if load_weights else None
         self.input_shape = None
         self.input_range = "none"
@@ -431,7 +484,9 @@ class TextBackbone(Backbone):
         encoder, preprocessor = self._load()
         model = self._wrap(encoder)
         pairs = raw_shape == (2,)
-        x = TextPreprocessor(preprocessor, pairs=pairs, name="input_text")(inputs)
+        x = TextPreprocessor(preprocessor, pairs=pairs, padding=self.padding, name="input_text")(
+            inputs
+        )
         missing = [n for n in model.input if n not in x] if isinstance(model.input, dict) else []
         if missing:
             raise BackboneError(
@@ -457,6 +512,8 @@ class TextBackbone(Backbone):
             "input_dtype": "string",
             "text_pairs": pairs,
             "sequence_length": self.sequence_length,
+            "padding": self.padding,
+            "pad_multiple": PAD_MULTIPLE if self.padding == "dynamic" else None,
             "pooling": self.pooling,
             "lora_rank": self.lora_rank,
             "weights": "pretrained" if self.load_weights else "random",
@@ -473,12 +530,13 @@ class TextBackbone(Backbone):
             "pooling": self.pooling,
             "lora_rank": self.lora_rank,
             "load_weights": self.load_weights,
+            "padding": self.padding,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TextBackbone:
         """Rebuilds a text backbone from :meth:`get_config`; unknown keys raise ``ConfigError``."""
-        valid = {"preset", "sequence_length", "pooling", "lora_rank", "load_weights"}
+        valid = {"preset", "sequence_length", "pooling", "lora_rank", "load_weights", "padding"}
         check_config_keys("text Backbone", config, valid)
         config = dict(config)
         return cls(config.pop("preset"), **config)
@@ -487,7 +545,7 @@ class TextBackbone(Backbone):
         return (
             f"Backbone.from_preset({self.preset!r}, sequence_length={self.sequence_length}, "
             f"pooling={self.pooling!r}, lora_rank={self.lora_rank!r}, "
-            f"load_weights={self.load_weights})"
+            f"load_weights={self.load_weights}, padding={self.padding!r})"
         )
 
 

@@ -32,6 +32,7 @@ from finetunekit.data.sources import (
 )
 from finetunekit.data.splitting import check_fraction, split_indices
 from finetunekit.data.text import (
+    TextSource,
     check_text_pairs,
     check_texts,
     check_texts_or_pairs,
@@ -960,6 +961,46 @@ class DatasetAdapter:
             self._targets, self._encoding, task=task, class_names=class_names
         )
         return DatasetAdapter._create(self._source, targets, encoding, reshuffles=self._reshuffles)
+
+    def with_length_grouping(self, enabled: bool = True) -> DatasetAdapter:
+        """The same texts, with shuffled batches grouped by length (the default) or not.
+
+        Training batches of texts group examples of similar length (see
+        :func:`finetunekit.data.text.length_grouped_batches`) so that, with a
+        text backbone's dynamic padding, a batch costs its own longest text.
+        ``with_length_grouping(False)`` draws plain shuffled batches instead
+        (the order of every other adapter). Validation and prediction keep
+        the example order either way.
+
+        Raises:
+            DataError: the adapter does not hold texts.
+            ArgumentTypeError: ``enabled`` is not a bool.
+
+        Examples:
+            >>> data = DatasetAdapter.from_texts(["a b", "c", "d e f", "g"], [0, 1, 0, 1])
+            >>> data.with_length_grouping(False).length_grouping
+            False
+        """
+        if not isinstance(self._source, TextSource):
+            raise DataError(
+                format_error(
+                    "Length grouping applies to texts only",
+                    expected="an adapter of texts (from_texts, from_text_pairs, from_groups, ...)",
+                    received={"source": self.source},
+                    fix="Leave the batching of non-text data as it is",
+                )
+            )
+        return DatasetAdapter._create(
+            self._source.grouped(enabled),
+            self._targets,
+            self._encoding,
+            reshuffles=self._reshuffles,
+        )
+
+    @property
+    def length_grouping(self) -> bool | None:
+        """Whether shuffled batches group texts by length (``None``: not texts)."""
+        return self._source.group_by_length if isinstance(self._source, TextSource) else None
 
     # ------------------------------------------------------------------ splitting
 

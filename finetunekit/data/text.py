@@ -19,9 +19,27 @@ import tensorflow as tf
 from finetunekit.data.sources import ArraySource, _ArrayStore
 from finetunekit.errors import ArgumentTypeError, DataError, format_error
 
-__all__ = ["TextSource", "check_texts", "check_text_pairs", "is_text_like", "as_predict_inputs"]
+__all__ = [
+    "TextSource",
+    "check_texts",
+    "check_text_pairs",
+    "is_text_like",
+    "as_predict_inputs",
+    "text_lengths",
+    "length_grouped_batches",
+    "GROUP_WINDOW",
+    "GROUP_RESOLUTION",
+]
 
 _MAX_SHOWN = 5
+
+GROUP_WINDOW = 16
+"""Shuffled text batches are grouped by length within windows of this many batches."""
+
+GROUP_RESOLUTION = 32
+"""Texts are sorted by ``characters // GROUP_RESOLUTION``: about 8 tokens of English, the
+step dynamic padding rounds to; equal keys keep their random order, so which texts share a
+batch changes from epoch to epoch even when one window holds the whole data set."""
 
 
 def is_text_like(x: Any) -> bool:
@@ -161,10 +179,82 @@ def check_text_pairs(first: Any, second: Any) -> np.ndarray:
     return np.stack([a, b], axis=1)
 
 
+def text_lengths(arr: np.ndarray) -> np.ndarray:
+    """A cheap length estimate per example: its characters (pairs: both texts together).
+
+    Used to group texts of similar length into the same training batch; it
+    only needs to rank texts roughly as their token counts do.
+
+    Examples:
+        >>> text_lengths(np.array(["a cat", "a"])).tolist()
+        [5, 1]
+        >>> text_lengths(np.array([["a cat", "a"]])).tolist()
+        [6]
+    """
+    lengths = np.char.str_len(np.asarray(arr, dtype=str)).astype(np.int64)
+    return lengths.sum(axis=1) if lengths.ndim == 2 else lengths
+
+
+def length_grouped_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    seed: int | None,
+    window: int = GROUP_WINDOW,
+    resolution: int = GROUP_RESOLUTION,
+) -> tf.data.Dataset:
+    """Shuffled batches of example indices, each holding texts of similar length.
+
+    Every epoch: shuffle all indices; cut them into windows of
+    ``window * batch_size``; sort each window by ``lengths // resolution``
+    (stable, so ties keep the shuffled order) and cut it into batches; then shuffle the order
+    of all the epoch's batches. Every example appears exactly once per epoch,
+    which examples share a window changes every epoch, and batches of short
+    and long texts alternate at random. With dynamic padding
+    (``Backbone.from_preset(..., padding="dynamic")``) a batch then costs its
+    own longest text, not the longest of a random draw.
+
+    Args:
+        lengths: one length estimate per example (see :func:`text_lengths`).
+        batch_size: examples per batch (the last batch of a window may be smaller).
+        seed: seed of both shuffles (``None``: not repeatable).
+        window: batches per sorting window; ``1`` sorts only inside a batch
+            (no grouping gain), larger windows group more tightly.
+        resolution: lengths closer than this may share a sort key (and then
+            keep their random order); ``1`` sorts by exact length.
+
+    Examples:
+        >>> ds = length_grouped_batches(np.array([10, 90, 20, 80]), batch_size=2, seed=0)
+        >>> sorted(sorted(b.numpy().tolist()) for b in ds)
+        [[0, 2], [1, 3]]
+    """
+    n = len(lengths)
+    with tf.device("/CPU:0"):
+        keys_t = tf.convert_to_tensor(np.asarray(lengths, np.int64) // resolution)
+
+    def sort_window(idx: tf.Tensor) -> tf.Tensor:
+        return tf.gather(idx, tf.argsort(tf.gather(keys_t, idx), stable=True))
+
+    batches = -(-n // batch_size)  # windows hold whole batches: as many as without grouping
+    ds = tf.data.Dataset.range(n).shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size * window).map(sort_window).unbatch().batch(batch_size)
+    order_seed = None if seed is None else seed + 1
+    ds = ds.shuffle(max(batches, 1), seed=order_seed, reshuffle_each_iteration=True)
+    # unbatch() loses the count; Keras needs it to end an epoch without running dry
+    return ds.apply(tf.data.experimental.assert_cardinality(batches))
+
+
 class TextSource(ArraySource):
     """Raw strings held in memory: ``(N,)`` single texts or ``(N, 2)`` sentence pairs.
 
-    Batches are ``tf.string`` tensors of shape ``(B,)`` or ``(B, 2)``.
+    Batches are ``tf.string`` tensors of shape ``(B,)`` or ``(B, 2)``. Shuffled
+    (training) batches group texts of similar length (see
+    :func:`length_grouped_batches`) unless ``group_by_length=False``;
+    unshuffled batches (validation, prediction) keep the example order.
+
+    Args:
+        x: the checked string array (or the store it lives in).
+        positions: the rows of a subset.
+        group_by_length: group shuffled batches by length.
 
     Examples:
         >>> TextSource(check_texts(["a", "b"])).input_shape
@@ -172,6 +262,38 @@ class TextSource(ArraySource):
     """
 
     kind = "texts"
+
+    def __init__(
+        self,
+        x: np.ndarray | _ArrayStore,
+        positions: np.ndarray | None = None,
+        *,
+        group_by_length: bool = True,
+    ) -> None:
+        super().__init__(x, positions)
+        if not isinstance(group_by_length, bool):
+            raise ArgumentTypeError(
+                format_error(
+                    "group_by_length must be a bool",
+                    expected="True (group shuffled batches by text length) or False",
+                    received={"group_by_length": group_by_length},
+                )
+            )
+        self.group_by_length = group_by_length
+
+    def lengths(self) -> np.ndarray:
+        """The length estimate (:func:`text_lengths`) of every example of this source."""
+        x = self._store.x if self._positions is None else self._store.x[self._positions]
+        return text_lengths(x)
+
+    def _index_dataset(self, batch_size: int, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        if not (shuffle and self.group_by_length):
+            return super()._index_dataset(batch_size, shuffle, seed)
+        return length_grouped_batches(self.lengths(), batch_size, seed)
+
+    def grouped(self, group_by_length: bool) -> TextSource:
+        """The same texts, with shuffled batches grouped by length or not."""
+        return TextSource(self._store, self._positions, group_by_length=group_by_length)
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -188,7 +310,9 @@ class TextSource(ArraySource):
 
     def subset(self, local: np.ndarray) -> TextSource:
         pos = local if self._positions is None else self._positions[local]
-        return TextSource(self._store, np.asarray(pos, np.int64))
+        return TextSource(
+            self._store, np.asarray(pos, np.int64), group_by_length=self.group_by_length
+        )
 
 
 def from_str_array(arr: np.ndarray) -> TextSource:
