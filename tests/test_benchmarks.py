@@ -17,6 +17,7 @@ import re
 import statistics
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,3 +251,17 @@ def test_bench_head_rate_quick_prints_the_means_and_the_default_rate_learns(caps
     for label, cell in zip(labels, cells[1:]):
         assert _first_number(cell)[0] == pytest.approx(row[label], abs=5e-4)
     assert row["0.01"] - row["0.001"] > MIN_HEAD_RATE_GAIN
+
+
+@pytest.mark.slow
+def test_bench_gradient_cache_quick_runs_each_setting_with_the_same_losses(capsys):
+    """`bench_gradient_cache.py --quick`: the whole batch and chunks of 8, each in a fresh
+    process; gradient caching takes the same steps, so the losses agree (measured: equal)."""
+    module = _load("bench_gradient_cache")
+    whole, chunked = module.main(["--quick"])
+    stdout = capsys.readouterr().out
+    assert "chunk_size= None" in stdout and "chunk_size=    8" in stdout
+    assert len(whole["loss"]) == len(chunked["loss"]) == 2
+    np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-5, atol=1e-6)
+    for figures in (whole, chunked):
+        assert figures["peak_growth_mb"] >= 0 and figures["step_seconds"] > 0
