@@ -265,3 +265,25 @@ def test_bench_gradient_cache_quick_runs_each_setting_with_the_same_losses(capsy
     np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-5, atol=1e-6)
     for figures in (whole, chunked):
         assert figures["peak_growth_mb"] >= 0 and figures["step_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_bench_precision_quick_prints_the_medians_and_their_ratio(capsys):
+    """`bench_precision.py --quick`: both policies run; the ratio printed is the medians'."""
+    module = _load("bench_precision")
+    figures = module.main(["--quick"])
+    stdout = capsys.readouterr().out
+    (row,) = figures["models"]
+    assert set(row["runs"]) == {"float32", "mixed_bfloat16"}
+    medians = {p: statistics.median(v) for p, v in row["runs"].items()}
+    assert row["median"] == medians
+    assert row["bf16_speedup"] == pytest.approx(medians["float32"] / medians["mixed_bfloat16"])
+    assert f"bfloat16 {row['bf16_speedup']:.2f}x" in stdout
+    assert all(v > 0 for v in figures["matmul_gflops"].values())
+    assert keras_policy_name() == "float32"  # the global policy is restored
+
+
+def keras_policy_name() -> str:
+    import keras
+
+    return keras.mixed_precision.global_policy().name
