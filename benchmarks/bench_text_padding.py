@@ -47,6 +47,9 @@ import tensorflow as tf  # noqa: E402
 
 import finetunekit as ftk  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_finetune import EpochTimer  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTENCES = os.path.join(ROOT, "examples", "data", "sentences.csv")
 ARMS = ("fixed", "dynamic")
@@ -113,21 +116,6 @@ def tiny_bert_preset(texts: list[str], folder: str, sequence_length: int) -> str
         max_sequence_length=sequence_length,
     ).save_to_preset(folder)
     return folder
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds of every epoch (the last one: a steady phase-2 epoch, no tracing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def with_length_grouping(adapter: ftk.DatasetAdapter, on: bool) -> ftk.DatasetAdapter:
