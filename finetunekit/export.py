@@ -117,6 +117,21 @@ def export(
     """
     path = os.fspath(path)
     _check_arguments(path, format, quantize, representative_data, tolerance)
+    if result.task == "detection":  # decoded boxes, or the raw network + a decode step
+        from finetunekit.heads.detector_export import export_detector
+
+        if quantize == "int8":
+            raise ExportError(
+                format_error(
+                    "Full-integer quantisation is not available for detectors",
+                    expected="quantize=None or 'dynamic'",
+                    received={"quantize": quantize},
+                    fix="Pass quantize='dynamic'",
+                )
+            )
+        return export_detector(  # type: ignore[no-any-return]
+            result, path, format, quantize=quantize, sample=sample, tolerance=tolerance
+        )
     from finetunekit.training.lora import merged_result
 
     result = merged_result(result)  # LoRA adapters folded into the kernels: a plain model
@@ -137,15 +152,32 @@ def export(
         )
     diff = float(np.max(np.abs(got.astype("float64") - expected.astype("float64"))))
     agreement = _agreement(result.task_object, expected, got)
+    metadata_path = _write_metadata(result, path, format, quantize)
+    return checked_report(
+        path, format, quantize, metadata_path, int(len(sample)), diff, agreement, tolerance
+    )
+
+
+def checked_report(
+    path: str,
+    format: str,
+    quantize: str | None,
+    metadata_path: str,
+    num_samples: int,
+    diff: float,
+    agreement: float | None,
+    tolerance: float | None,
+    what: str = "model",
+) -> ExportReport:
+    """The :class:`ExportReport` of a compared export; raises ``ExportError`` if it disagrees."""
     limit = _DEFAULT_TOLERANCE[quantize] if tolerance is None else float(tolerance)
     ok = diff <= limit and (agreement is None or agreement >= _MIN_AGREEMENT[quantize])
-    metadata_path = _write_metadata(result, path, format, quantize)
     report = ExportReport(
         path=path,
         format=format,
         quantize=quantize,
         metadata_path=metadata_path,
-        num_samples=int(len(sample)),
+        num_samples=num_samples,
         max_abs_diff=diff,
         top1_agreement=agreement,
         tolerance=limit,
@@ -155,7 +187,7 @@ def export(
     if not ok:
         raise ExportError(
             format_error(
-                f"The exported model disagrees with the Keras model ({report})",
+                f"The exported {what} disagrees with the Keras model ({report})",
                 expected=f"max |diff| <= {limit:g} and top-1 agreement >= "
                 f"{_MIN_AGREEMENT[quantize]}",
                 received={"format": format, "quantize": quantize},
@@ -177,7 +209,7 @@ def run_exported(path: str, format: str, inputs: np.ndarray) -> np.ndarray:
     if format == "keras":
         from finetunekit.result import load
 
-        return load(path).predict(inputs)
+        return np.asarray(load(path).predict(inputs))
     if format == "saved_model":
         import tensorflow as tf
 

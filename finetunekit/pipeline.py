@@ -439,6 +439,11 @@ class FineTuner:
         from finetunekit.data.decode import model_inputs
 
         task = train.task_object
+        own = task.build_model(
+            self._backbone, train, head=self._head, trainer=self._trainer, units=units
+        )
+        if own is not None:  # detection, generative text: the task builds the whole model
+            return own  # type: ignore[no-any-return]
         # a folder's model takes images of any size and resizes them itself (data/decode.py)
         inputs, raw, input_info = model_inputs(train)
         value_range = None

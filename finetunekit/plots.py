@@ -37,9 +37,11 @@ __all__ = [
     "INSTALL_HINT",
     "PlotDependencyError",
     "plot_confusion_matrix",
+    "plot_detections",
     "plot_history",
     "plot_most_confused",
     "plot_per_class",
+    "plot_precision_recall",
     "plot_reliability",
     "plot_top_losses",
 ]
@@ -681,3 +683,8 @@ def plot_top_losses(
     colors = ["C3" if y_hat[i] != y_true[i] else "black" for i in top]
     fig = _example_grid(images, titles, "Top losses (true / predicted)", colors)
     return finish_figure(fig, path)
+
+
+# ------------------------------------------------------------------ detection (re-exported)
+
+from finetunekit.plots_detection import plot_detections, plot_precision_recall  # noqa: E402

@@ -71,8 +71,12 @@ class FineTuneResult:
         return deserialize({"name": self.task, "config": self.task_config})
 
     # ------------------------------------------------------------------ use
-    def predict(self, x: Any, batch_size: int = 64) -> np.ndarray:
+    def predict(self, x: Any, batch_size: int = 64) -> Any:
         """Returns probabilities (classification) or values (regression) as numpy.
+
+        A detection result returns one dict per image (boxes in that image's
+        pixels, scores, class indices and names; see
+        ``Detection.predict_model``); a generative one the generated strings.
 
         Args:
             x: raw inputs, as given to ``DatasetAdapter``: a numpy array, a
@@ -95,6 +99,11 @@ class FineTuneResult:
             >>> probs = result.predict(x_new)  # doctest: +SKIP
             >>> probs = result.predict("photos/test/")  # a model trained from a folder  # doctest: +SKIP
         """
+        task_predict = getattr(self.task_object, "predict_model", None)
+        if task_predict is not None:  # a task that runs its model itself (detection, generative)
+            return task_predict(
+                self.model, x, batch_size=batch_size, class_names=list(self.class_names)
+            )
         inputs, files = self._predict_inputs(x, batch_size)
         probs = self._run(inputs, batch_size, files)
         if self.temperature != 1.0:
@@ -255,6 +264,69 @@ class FineTuneResult:
         if type(task).predict_labels is Task.predict_labels:  # no labels: raise before predicting
             task.predict_labels(np.zeros((0, 1)), list(self.class_names))
         return list(task.predict_labels(self.predict(x, batch_size), list(self.class_names)))
+
+    # ------------------------------------------------------------------ generative text
+    def generate(
+        self,
+        prompts: Any,
+        *,
+        max_length: int | None = None,
+        sampler: Any = "greedy",
+        batch_size: int = 16,
+    ) -> Any:
+        """The model's answer to each prompt (``generative`` task): a list of strings.
+
+        Args:
+            prompts: a string (returns a list of one) or a list of strings.
+            max_length: total tokens (prompt + answer) at most; default the
+                training ``sequence_length``.
+            sampler: ``"greedy"`` (deterministic), ``"top_k"``, ``"top_p"``,
+                ``"beam"``, ``"random"``, ``"contrastive"`` or a
+                ``keras_hub.samplers.Sampler``.
+            batch_size: prompts generated together.
+
+        Raises:
+            EvaluationError: not a generative result, an unknown sampler, or a
+                prompt longer than ``max_length``.
+
+        Examples:
+            >>> result.generate(["Translate to French: cat"], max_length=32)  # doctest: +SKIP
+            ['chat']
+        """
+        task = self.task_object
+        task_generate = getattr(task, "generate", None)
+        if task_generate is None:
+            from finetunekit.errors import EvaluationError
+
+            raise EvaluationError(
+                format_error(
+                    f"result.generate() needs a generative model; this one is {self.task!r}",
+                    expected="a result of DatasetAdapter.from_prompts data",
+                    received={"task": self.task},
+                    fix="Use predict() for this task",
+                )
+            )
+        return task_generate(
+            self.model, prompts, max_length=max_length, sampler=sampler, batch_size=batch_size
+        )
+
+    def save_adapters(self, path: str | os.PathLike[str]) -> str:
+        """Saves the LoRA adapters alone (small), for ``ftk.load_adapters`` on the same base.
+
+        Examples:
+            >>> result.save_adapters("adapters.npz")  # doctest: +SKIP
+        """
+        task_save = getattr(self.task_object, "save_adapters", None)
+        if task_save is None:
+            raise LoadError(
+                format_error(
+                    f"Saving adapters alone is supported for generative results, not {self.task!r}",
+                    expected="a generative result trained with LoRA",
+                    received={"task": self.task},
+                    fix="Save the whole model with result.save('model.keras')",
+                )
+            )
+        return str(task_save(self, path))
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, items: Any, batch_size: int = 64) -> np.ndarray:
@@ -422,6 +494,12 @@ class FineTuneResult:
         """
         from finetunekit.training.lora import merged_result
 
+        task_merge = getattr(self.task_object, "merge_lora", None)
+        if task_merge is not None:  # a task whose model is not a plain functional one
+            import dataclasses
+
+            model = task_merge(self.model)
+            return self if model is self.model else dataclasses.replace(self, model=model)
         merged: FineTuneResult = merged_result(self)
         return merged
 
@@ -569,6 +647,22 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
     import finetunekit
 
     finetunekit.import_all()  # registers every custom layer (the package imports lazily)
+    from finetunekit.tasks.base import deserialize
+
+    try:  # a user task must be importable (registered) here, as Keras custom layers must
+        task = deserialize({"name": meta["task"], "config": meta.get("task_config") or {}})
+    except FineTuneError as exc:
+        raise LoadError(
+            format_error(
+                f"The model was trained for task {meta['task']!r}, which this process does "
+                f"not know ({str(exc).split('.')[0]})",
+                expected="the task's class registered: import the module that defines it",
+                received={"path": path, "task": meta["task"]},
+                fix="Import the module defining the Task subclass (its name attribute is "
+                f"{meta['task']!r}) before calling ftk.load",
+            )
+        ) from exc
+    task.register_objects()  # e.g. the detector's Keras classes
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
@@ -588,21 +682,6 @@ def load(path: str | os.PathLike[str], *, safe_mode: bool = True) -> FineTuneRes
                 expected="an intact .keras file",
                 received={"path": path},
                 fix="Save the result again",
-            )
-        ) from exc
-    from finetunekit.tasks.base import deserialize
-
-    try:  # a user task must be importable (registered) here, as Keras custom layers must
-        task = deserialize({"name": meta["task"], "config": meta.get("task_config") or {}})
-    except FineTuneError as exc:
-        raise LoadError(
-            format_error(
-                f"The model was trained for task {meta['task']!r}, which this process does "
-                f"not know ({str(exc).split('.')[0]})",
-                expected="the task's class registered: import the module that defines it",
-                received={"path": path, "task": meta["task"]},
-                fix="Import the module defining the Task subclass (its name attribute is "
-                f"{meta['task']!r}) before calling ftk.load",
             )
         ) from exc
     return FineTuneResult(

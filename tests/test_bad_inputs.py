@@ -245,8 +245,35 @@ def _voc_malformed(c: Ctx) -> DatasetAdapter:
     return DatasetAdapter.from_voc(root)
 
 
+def _tiny_detector_result() -> ftk.FineTuneResult:
+    """A detector built (not trained) on an 8-px-stride CNN, as a result."""
+    from finetunekit.heads.anchors import AnchorSpec
+    from finetunekit.heads.detector import Detector, detector_network
+
+    x = images = keras.Input((32, 32, 3))
+    for i in range(3):  # stride 8: pyramid level 3
+        x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name=f"s{i}")(x)
+    spec = AnchorSpec(min_level=3, max_level=3, num_scales=1, aspect_ratios=(1.0,))
+    network = detector_network(images, {"P3": x}, spec=spec, num_classes=2, filters=4, head_convs=0)
+    anchors = {**spec.generator_kwargs(), "aspect_ratios": [1.0]}
+    model = Detector(network, 2, 32, anchors)
+    return ftk.FineTuneResult(model=model, task="detection", class_names=["a", "b"])
+
+
+def _detector_predict_gray(c: Ctx) -> Any:
+    return _tiny_detector_result().predict([np.zeros((20, 20, 1), "uint8")])
+
+
+def _detector_export_int8(c: Ctx) -> Any:
+    path = Path(c.no_images_dir).parent / "det.tflite"
+    sample = np.zeros((2, 32, 32, 3), "uint8")
+    return _tiny_detector_result().export(
+        path, "litert", quantize="int8", representative_data=sample
+    )
+
+
 def _detection_fit(c: Ctx) -> ftk.FineTuneResult:
-    return _tuner(c, data=_detection()).fit()
+    return _tuner(c, data=_detection(), label_smoothing=0.1).fit()
 
 
 # ---------------------------------------------------------------------- the table
@@ -414,7 +441,59 @@ BAD_INPUTS = [
     ),
     R(_coco_absent_image, ftk.DataError, "image_dir", id="coco-image-absent"),
     R(_voc_malformed, ftk.DataError, "folder", id="voc-malformed-xml"),
-    R(_detection_fit, ftk.ConfigError, "data", id="detection-fit-not-built-yet"),
+    R(_detection_fit, ftk.TrainerError, "label_smoothing", id="detection-label-smoothing"),
+    R(_detector_predict_gray, ftk.InputShapeError, "images[0]", id="detector-predict-channels"),
+    R(_detector_export_int8, ftk.ExportError, "quantize", id="detector-export-int8"),
+    R(
+        lambda c: DatasetAdapter.from_prompts(["a", None], ["b", "c"]),
+        ftk.DataError,
+        "prompts",
+        id="prompts-not-strings",
+    ),
+    R(
+        lambda c: DatasetAdapter.from_prompts(["a", "b"], ["c", " "]),
+        ftk.DataError,
+        "responses",
+        id="prompts-empty-response",
+    ),
+    R(
+        lambda c: DatasetAdapter.from_prompts(["a", "b"], ["c"]),
+        ftk.DataError,
+        "prompts",
+        id="prompts-lengths-differ",
+    ),
+    R(
+        lambda c: DatasetAdapter.from_prompts(c.text_file.replace(".txt", ".jsonl")),
+        ftk.DataError,
+        "path",
+        id="prompts-missing-file",
+    ),
+    R(
+        lambda c: DatasetAdapter.from_prompts(
+            [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]]
+        ),
+        ftk.DataError,
+        "chat_template",
+        id="prompts-chat-without-template",
+    ),
+    R(
+        lambda c: _tuner(c, data=DatasetAdapter.from_prompts(["a"], ["b"]), epochs=2).fit(),
+        ftk.TrainerError,
+        "epochs",
+        id="generative-frozen-phase",
+    ),
+    R(
+        lambda c: _tuner(
+            c,
+            data=DatasetAdapter.from_prompts(["a"], ["b"]),
+            head=ftk.HeadReplacer(num_classes=3),
+            epochs=0,
+            fine_tune_epochs=1,
+        ).fit(),
+        ftk.HeadError,
+        "num_classes",
+        id="generative-new-head",
+    ),
     # ---- step 2: Backbone
     R(lambda c: ftk.Backbone("resnet5O"), ftk.UnknownBackboneError, "name", id="backbone-typo"),
     R(lambda c: ftk.Backbone(50), ftk.ArgumentTypeError, "name", id="backbone-name-int"),

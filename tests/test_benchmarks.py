@@ -15,6 +15,7 @@ import json
 import os
 import re
 import statistics
+import sys
 from types import ModuleType
 
 import numpy as np
@@ -42,6 +43,7 @@ MIN_METHODS_BEST_ACCURACY = 0.4
 def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses of the script look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -287,3 +289,27 @@ def keras_policy_name() -> str:
     import keras
 
     return keras.mixed_precision.global_policy().name
+
+
+@pytest.mark.slow
+def test_bench_detection_quick_side_by_side(tmp_path, capsys):
+    """`bench_detection.py --quick`: finetunekit and the hand-written KerasHub RetinaNet run,
+    are scored by pycocotools, and the table's figures are the runs' medians and ratios."""
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("keras_hub")
+    module = _load("bench_detection")
+    out = tmp_path / "detection.json"
+    summary = module.main(
+        ["--quick", "--sides", "finetunekit,hand_anchor2", "--repeats", "1", "--json", str(out)]
+    )
+    stdout = capsys.readouterr().out
+    assert json.loads(out.read_text())["medians"].keys() == {"finetunekit", "hand_anchor2"}
+    for side, runs in summary["runs"].items():
+        assert len(runs) == 1 and runs[0]["train_images_per_s"] > 0, side
+        assert 0.0 <= runs[0]["map"] <= runs[0]["map50"] <= 1.0
+        assert summary["medians"][side]["map50"] == runs[0]["map50"]
+    ratio = (
+        summary["medians"]["finetunekit"]["train_images_per_s"]
+        / summary["medians"]["hand_anchor2"]["train_images_per_s"]
+    )
+    assert f"| finetunekit / hand_anchor2 | {ratio:.2f} |" in stdout

@@ -483,13 +483,13 @@ def test_detection_task_config_and_registry() -> None:
         Detection(max_detections=0)
 
 
-def test_fit_says_detection_training_is_not_built_yet() -> None:
+def test_fit_with_a_backbone_without_feature_maps_says_so() -> None:
     import keras
 
     data = DatasetAdapter.from_detection(_images(4), [XYXY] * 4, [[0, 1, 0]] * 4)
-    net = keras.Sequential([keras.Input((H, W, 3)), keras.layers.GlobalAveragePooling2D()])
+    net = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
     tuner = ftk.FineTuner().with_data(data).with_backbone(ftk.Backbone.from_model(net))
-    with pytest.raises(ftk.ConfigError, match="not built yet"):
+    with pytest.raises(ftk.BackboneError, match="no feature map"):
         tuner.fit()
     with pytest.raises(ftk.LabelError, match="from_detection"):
         DatasetAdapter.from_arrays(_images(2), [0, 1], task="detection")

@@ -438,7 +438,8 @@ def test_new_arguments_round_trip_through_json_and_defaults_are_unchanged() -> N
     assert ftk.Trainer.from_config(config).get_config() == config
     assert config["learning_rate"] == [1e-5, 1e-3]
     defaults = ftk.Trainer().get_config()
-    assert defaults["learning_rate"] == 1e-2 and defaults["schedule"] == "constant"
+    assert defaults["learning_rate"] == "auto" and defaults["schedule"] == "constant"
+    assert ftk.Trainer().resolved_learning_rate() == 1e-2  # the rate of a new head
     assert ftk.Trainer().resolved_fine_tune_learning_rate == pytest.approx(1e-4)
     assert defaults["gradual_unfreeze"] is None and defaults["layer_groups"] == 4
 

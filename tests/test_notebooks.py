@@ -16,6 +16,7 @@ def test_notebooks_exist():
         "quickstart_digits.ipynb",
         "export_litert.ipynb",
         "text_minilm.ipynb",
+        "detection.ipynb",
     }
 
 

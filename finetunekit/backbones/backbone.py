@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from finetunekit.backbones import registry
 from finetunekit.backbones.channels import adapt_first_conv, check_adapt_channels, first_conv
 from finetunekit.backbones.cut import find_cut
 from finetunekit.backbones.layers import ImageInputAdapter, ImagePreprocess
+from finetunekit.backbones.pyramid import pyramid_taps
 from finetunekit.errors import (
     ArgumentTypeError,
     BackboneError,
@@ -349,6 +351,46 @@ class Backbone:
             padding=padding,
         )
 
+    @classmethod
+    def from_gguf(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sequence_length: int = 128,
+        load_weights: bool = True,
+    ) -> Backbone:
+        """A causal language model from a GGUF file (llama.cpp's format), for generative text.
+
+        The same as ``Backbone.from_preset("model.gguf")``: the file is read
+        with the ``gguf`` package when the model is built, its weights
+        dequantised to float32 onto the KerasHub backbone of its architecture
+        (Gemma 3; see :mod:`finetunekit.backbones.gguf`) and its tokenizer
+        rebuilt from the vocabulary in the file. Needs ``pip install
+        'finetunekit[generative]'``. See ``docs/generative.md``.
+
+        Args:
+            path: the ``.gguf`` file (checked now: it must exist and be GGUF).
+            sequence_length: tokens per training example (prompt + response).
+            load_weights: ``False`` builds the same architecture randomly initialised.
+
+        Examples:
+            >>> import finetunekit as ftk
+            >>> bb = ftk.Backbone.from_gguf("gemma-3-270m-q4_k_m.gguf", sequence_length=96)  # doctest: +SKIP
+        """
+        from finetunekit.backbones.text import TextBackbone, is_gguf
+
+        shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+        if not isinstance(shown, str) or not is_gguf(shown):
+            raise WeightsError(
+                format_error(
+                    "Backbone.from_gguf needs the path of a .gguf file",
+                    expected="a path ending in .gguf",
+                    received={"path": path},
+                    fix="Pass the GGUF file; other checkpoints go through Backbone.from_preset",
+                )
+            )
+        return TextBackbone(shown, sequence_length=sequence_length, load_weights=load_weights)
+
     @staticmethod
     def available() -> list[str]:
         """Lists the names of every ``keras.applications`` backbone.
@@ -582,12 +624,14 @@ class Backbone:
             explain.update(feature_layer=cut.layer, cut_reason=cut.reason)
         return keras.Model(source.inputs, cut.tensor, name="backbone")
 
-    def _create_application(self, channels: int = 3) -> keras.Model:
+    def _create_application(
+        self, channels: int = 3, size: tuple[int, int] | None = None
+    ) -> keras.Model:
         spec = self._spec
         assert spec is not None
         ctor = getattr(keras.applications, spec.constructor)
         shape = tuple(self.input_shape or (spec.default_size, spec.default_size, 3))
-        shape = (*shape[:2], channels)
+        shape = (*(size or shape[:2]), channels)
         kwargs: dict[str, Any] = {"include_top": False, "input_shape": shape}
         if spec.module in ("mobilenet_v3", "efficientnet_v2", "convnext"):
             kwargs["include_preprocessing"] = True
@@ -635,18 +679,12 @@ class Backbone:
         )
         target = tuple(model.inputs[0].shape[1:])
         rng = self.resolve_range(input_dtype, value_range)
-        scale, offset = _RANGE_TO_AFFINE[rng]
         x = inputs
         clips = is_framewise(raw_shape, target)
         if clips:  # (T, H, W, C) clips: the backbone sees frames, weights shared
             x = FramesToBatch(name="input_frames")(x)
             raw_shape = raw_shape[1:]
-        adapt = _adaptation(raw_shape, target, self.name)
-        if adapt is not None or scale != 1.0 or offset != 0.0 or input_dtype != "float32":
-            add_axis, in_ch, out_ch, size = adapt or (False, target[-1], target[-1], None)
-            x = ImageInputAdapter(
-                size, in_ch, out_ch, add_axis, scale, offset, name="input_adapter"
-            )(x)
+        x = self._adapt(x, raw_shape, target, input_dtype, rng)
         if augment is not None:  # active only in training (Keras random layers)
             from finetunekit.backbones.augmentation import apply_augmentation
 
@@ -657,6 +695,110 @@ class Backbone:
                 value_range=value_range,
                 clips=inputs if clips else None,
             )
+        x = self._preprocess(x)
+        features = model(x, training=False)
+        if clips:
+            features = BatchToFrames(name="frame_features")([features, inputs])
+        info = self._info(inputs, target, rng, input_dtype, framewise=clips, cut=cut)
+        return BuiltBackbone(features=features, model=model, info=info)
+
+    def build_pyramid(
+        self,
+        inputs: Any,
+        *,
+        input_dtype: str,
+        levels: Sequence[int],
+        value_range: tuple[float, float] | None = None,
+        partial: bool = False,
+    ) -> BuiltBackbone:
+        """Adds input adaptation and the backbone's feature maps at several strides.
+
+        For a detector: ``inputs`` are square images of the size the network
+        is built for (``keras.applications`` backbones are created at that
+        size; a model with a fixed input size must match it). Each level
+        ``l`` is the output of the LAST layer whose feature map is ``2**l``
+        times smaller than the input (see :func:`pyramid_taps`).
+
+        Args:
+            inputs: the symbolic ``(S, S, C)`` images, in the raw value range.
+            input_dtype: the raw images' dtype name (decides the value range).
+            levels: the pyramid levels wanted, e.g. ``[3, 4, 5]``.
+            value_range: ``(min, max)`` of a sample of raw inputs, for ``"auto"``.
+            partial: keep the consecutive levels the network has, from the
+                first of ``levels`` it has (see :func:`pyramid_taps`).
+
+        Returns:
+            A :class:`BuiltBackbone` whose ``features`` is ``{"P3": ..., ...}``.
+
+        Raises:
+            BackboneError: the network has no feature map at a wanted stride.
+
+        Examples:
+            >>> import keras, finetunekit as ftk
+            >>> bb = ftk.Backbone("mobilenet_v3_small", weights=None)
+            >>> built = bb.build_pyramid(keras.Input((64, 64, 3)), input_dtype="uint8",
+            ...                          levels=[3, 4, 5])
+            >>> {k: tuple(v.shape[1:3]) for k, v in built.features.items()}
+            {'P3': (8, 8), 'P4': (4, 4), 'P5': (2, 2)}
+        """
+        raw_shape = tuple(inputs.shape[1:])
+        size = (int(raw_shape[0]), int(raw_shape[1]))
+        own = self.adapt_channels == "first_conv"
+        cut: dict[str, Any] = {}
+        if self._kind == "application":
+            model = self._create_application(
+                _channels(raw_shape) if own and self.weights is None else 3, size=size
+            )
+            if own and self.weights is not None and _channels(raw_shape) != 3:
+                model = adapt_first_conv(
+                    model, _channels(raw_shape), what=self.name, bgr=self._mode() == "caffe"
+                )
+        elif own:
+            model = self.create_adapted_model(_channels(raw_shape), explain=cut)
+        else:
+            model = self.create_model(explain=cut)
+        target = tuple(model.inputs[0].shape[1:])
+        if len(target) != 3 or (target[0] is not None and tuple(target[:2]) != size):
+            raise BackboneError(
+                format_error(
+                    f"Backbone {self.name!r} cannot take the detector's {size[0]}x{size[1]} images",
+                    expected=f"a network taking images of any size or of {size[0]}x{size[1]}",
+                    received={"backbone input shape": target},
+                    fix="Use a backbone built with input_shape=(None, None, 3), or give the "
+                    "detector that image size",
+                )
+            )
+        taps = pyramid_taps(model, size, levels, what=self.name, partial=partial)
+        pyramid = keras.Model(model.inputs, taps, name="backbone")
+        rng = self.resolve_range(input_dtype, value_range)
+        x = self._adapt(inputs, raw_shape, (*size, target[-1]), input_dtype, rng)
+        x = self._preprocess(x)
+        features = pyramid(x, training=False)
+        info = self._info(inputs, (*size, target[-1]), rng, input_dtype, framewise=False, cut=cut)
+        info["pyramid"] = {name: list(t.shape[1:]) for name, t in taps.items()}
+        return BuiltBackbone(features=features, model=pyramid, info=info)
+
+    def _adapt(
+        self,
+        x: Any,
+        raw_shape: tuple[int | None, ...],
+        target: tuple[int | None, ...],
+        input_dtype: str,
+        rng: str,
+    ) -> Any:
+        """Resizing, channel conversion and the value range -> backbone-sized 0-255 floats."""
+        scale, offset = _RANGE_TO_AFFINE[rng]
+        adapt = _adaptation(raw_shape, target, self.name)
+        if adapt is not None or scale != 1.0 or offset != 0.0 or input_dtype != "float32":
+            channels = int(target[-1] or 3)
+            add_axis, in_ch, out_ch, size = adapt or (False, channels, channels, None)
+            x = ImageInputAdapter(
+                size, in_ch, out_ch, add_axis, scale, offset, name="input_adapter"
+            )(x)
+        return x
+
+    def _preprocess(self, x: Any) -> Any:
+        """The network's own normalisation of 0-255 images."""
         mode = self._mode()  # 0-255 -> what the network expects
         if mode == "layer":
             assert isinstance(self._declared, keras.layers.Layer)
@@ -665,15 +807,24 @@ class Backbone:
             declared_preprocessing.copy_weights(self._declared, layer)
         elif mode != "none":
             x = ImagePreprocess(mode, name="input_preprocess")(x)
-        features = model(x, training=False)
-        if clips:
-            features = BatchToFrames(name="frame_features")([features, inputs])
+        return x
+
+    def _info(
+        self,
+        inputs: Any,
+        target: tuple[int | None, ...],
+        rng: str,
+        input_dtype: str,
+        *,
+        framewise: bool,
+        cut: dict[str, Any],
+    ) -> dict[str, Any]:
         info = {
             "backbone": self.name,
             "source": self._kind,
             "input_size": list(target),
             "raw_input_shape": list(inputs.shape[1:]),
-            "framewise": clips,
+            "framewise": framewise,
             "input_range": rng,
             "preprocessing": (
                 self.preprocessing
@@ -687,7 +838,7 @@ class Backbone:
         warning = self.preprocessing_warning(input_dtype)
         if warning is not None:
             info["preprocessing_warning"] = warning
-        return BuiltBackbone(features=features, model=model, info=info)
+        return info
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

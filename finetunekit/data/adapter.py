@@ -447,6 +447,92 @@ class DatasetAdapter:
 
         return cls._create(*group_data(items, groups, task))
 
+    # ------------------------------------------------------------------ generative text
+
+    @classmethod
+    def from_prompts(
+        cls,
+        prompts: Any,
+        responses: Any = None,
+        *,
+        prompt_column: str = "prompt",
+        response_column: str = "response",
+        chat_template: Any = None,
+        task: Any = None,
+    ) -> DatasetAdapter:
+        """Prompt / response pairs for the ``generative`` task (a causal language model).
+
+        The model learns to continue each prompt with its response; the loss
+        counts the response tokens only. See ``docs/generative.md``.
+
+        Args:
+            prompts: N prompt strings; or the path of a ``.jsonl`` / ``.json``
+                / ``.csv`` file with prompt and response columns; or N chat
+                conversations (lists of ``{"role", "content"}`` messages, the
+                last one the assistant's answer).
+            responses: N response strings (not with a file or conversations).
+            prompt_column: the file's prompt column.
+            response_column: the file's response column.
+            chat_template: conversations only: ``"gemma"`` or a callable
+                ``messages -> prompt`` (KerasHub ships no chat templates).
+            task: ``None`` or a :class:`~finetunekit.tasks.Generative`.
+
+        Returns:
+            An adapter with ``task == "generative"``, ``input_shape == (2,)``
+            (prompt, response) and ``input_dtype == "string"``.
+
+        Raises:
+            ArgumentTypeError: a single string, or responses given twice.
+            DataError: empty data or strings, non-strings, different lengths,
+                a missing file, or an unknown column.
+
+        Examples:
+            >>> data = DatasetAdapter.from_prompts(["2+2=", "3+3="], ["4", "6"])
+            >>> data.task, data.input_shape, len(data)
+            ('generative', (2,), 2)
+        """
+        from finetunekit.data.prompts import prompt_data
+
+        return cls._create(
+            *prompt_data(
+                prompts,
+                responses,
+                prompt_column=prompt_column,
+                response_column=response_column,
+                chat_template=chat_template,
+                task=task,
+            )
+        )
+
+    def token_length_stats(self, tokenizer: Any) -> dict[str, dict[str, float]]:
+        """Token counts of the prompts, responses and whole examples (generative data).
+
+        Args:
+            tokenizer: a KerasHub tokenizer or causal LM, or a
+                ``Backbone.from_preset(...)`` (its tokenizer is loaded).
+
+        Returns:
+            ``{"prompt" | "response" | "total": {"min", "mean", "median",
+            "p95", "max"}}``; ``"total"`` adds the start and end tokens.
+
+        Raises:
+            DataError: the adapter does not hold prompt / response pairs.
+
+        Examples:
+            >>> data.token_length_stats(ftk.Backbone.from_preset("gpt2_dir"))  # doctest: +SKIP
+        """
+        from finetunekit.data.prompts import token_length_stats
+
+        if self.task != "generative":
+            raise DataError(
+                format_error(
+                    "token_length_stats() needs prompt / response pairs",
+                    expected="an adapter from DatasetAdapter.from_prompts",
+                    received={"task": self.task},
+                )
+            )
+        return token_length_stats(self._source.sample(len(self)), tokenizer)
+
     # ------------------------------------------------------------------ detection
 
     @classmethod
@@ -855,6 +941,12 @@ class DatasetAdapter:
     def input_dtype(self) -> str:
         """Raw input dtype name, e.g. ``"uint8"`` or ``"float32"``."""
         return self._source.input_dtype
+
+    @property
+    def image_sizes(self) -> np.ndarray | None:
+        """Detection data: each image's ``(height, width)``, int64 ``(N, 2)``; else ``None``."""
+        sizes = getattr(self._source, "sizes", None)
+        return None if sizes is None else np.array(sizes, np.int64)
 
     @property
     def image_decoding(self) -> dict[str, Any] | None:

@@ -43,25 +43,25 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from finetunekit.errors import ArgumentTypeError, EvaluationError, format_error
+from finetunekit.evaluation.report import EvaluationReport
 from finetunekit.tasks.labels import validate_class_names
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from finetunekit.evaluation.report import EvaluationReport
 
 __all__ = [
     "AREA_RANGES",
     "IOU_THRESHOLDS",
     "RECALL_LEVELS",
+    "DetectionReport",
     "DetectionScores",
     "box_iou",
     "detection_report",
     "evaluate_detections",
     "ground_truth_from_targets",
+    "pr_curves",
 ]
 
 #: the ten IoU thresholds 0.50, 0.55, ..., 0.95 (built as COCO builds them, so that
@@ -111,6 +111,19 @@ class DetectionScores:
     recall: np.ndarray
     max_detections: tuple[int, ...]
     num_images: int
+
+    def pr_curves(self, iou_threshold: float = 0.5) -> dict[str, dict[str, list[float]]]:
+        """Per-class precision-recall curves at one IoU threshold; see :func:`pr_curves`.
+
+        Examples:
+            >>> truth = [{"boxes": np.array([[0, 0, 10, 10]]), "labels": np.array([0])}]
+            >>> preds = [{"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.9]),
+            ...           "labels": np.array([0])}]
+            >>> curve = evaluate_detections(preds, truth).pr_curves()["0"]
+            >>> len(curve["recall"]), round(curve["precision"][-1], 6)
+            (101, 1.0)
+        """
+        return pr_curves(self, iou_threshold)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -590,6 +603,152 @@ def evaluate_detections(
     )
 
 
+def pr_curves(
+    scores: DetectionScores, iou_threshold: float = 0.5
+) -> dict[str, dict[str, list[float]]]:
+    """Per-class precision-recall curves of :func:`evaluate_detections`, COCO-interpolated.
+
+    Each curve is the precision that the AP averages: precision made
+    non-increasing from the right, read at the 101 recall levels 0, 0.01,
+    ..., 1 (zero beyond the highest recall reached), at one IoU threshold,
+    over all box sizes, with ``max(max_detections)`` detections per image
+    and class. The mean of a curve's ``precision`` (its area under the
+    101-point rule) is that class's AP at the threshold: ``ap_50`` for 0.5.
+
+    Args:
+        scores: what :func:`evaluate_detections` returned.
+        iou_threshold: one of :data:`IOU_THRESHOLDS` (0.5, 0.55, ..., 0.95).
+
+    Returns:
+        ``{class name: {"recall": 101 floats, "precision": 101 floats}}`` for
+        the classes with ground truth (those of ``scores.per_class``), plain
+        Python floats (JSON-serialisable).
+
+    Raises:
+        EvaluationError: ``iou_threshold`` is not one of the ten thresholds.
+        ArgumentTypeError: ``scores`` is not a :class:`DetectionScores`.
+
+    Examples:
+        >>> truth = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]]),
+        ...           "labels": np.array([0, 0])}]
+        >>> preds = [{"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.9]),
+        ...           "labels": np.array([0])}]
+        >>> curve = pr_curves(evaluate_detections(preds, truth))["0"]
+        >>> p = curve["precision"]
+        >>> round(p[50], 6), p[51], round(sum(p) / 101, 4)  # recall 0.5 reached, AP50 0.505
+        (1.0, 0.0, 0.505)
+    """
+    if not isinstance(scores, DetectionScores):
+        raise ArgumentTypeError(
+            format_error(
+                "pr_curves() needs the result of evaluate_detections",
+                expected="a DetectionScores",
+                received={"scores": scores},
+                fix="Pass scores = evaluate_detections(predictions, ground_truth)",
+            )
+        )
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
+        found = np.zeros(0, np.int64)
+    else:
+        found = np.flatnonzero(np.isclose(IOU_THRESHOLDS, float(iou_threshold)))
+    if len(found) != 1:
+        raise _bad(
+            f"iou_threshold={iou_threshold!r} is not one of the evaluated IoU thresholds",
+            "one of 0.5, 0.55, ..., 0.95",
+            {"iou_threshold": iou_threshold},
+            "Pass iou_threshold=0.5 (AP50) or 0.75 (AP75)",
+        )
+    t = int(found[0])
+    top = len(scores.max_detections) - 1
+    recall = [float(r) for r in RECALL_LEVELS]
+    curves: dict[str, dict[str, list[float]]] = {}
+    for k, name in enumerate(scores.class_names):
+        if name not in scores.per_class:
+            continue
+        precision = scores.precision[t, :, k, 0, top]
+        curves[name] = {"recall": list(recall), "precision": [float(p) for p in precision]}
+    return curves
+
+
+def _curves(value: Any) -> dict[str, dict[str, list[float]]]:
+    """Checks precision-recall curves ``{class: {"recall": [...], "precision": [...]}}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(
+            "pr_curves is not a dict of curves",
+            '{class: {"recall": [...], "precision": [...]}}',
+            {"pr_curves": value},
+        )
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, curve in value.items():
+        ok = isinstance(curve, Mapping) and {"recall", "precision"} <= set(curve)
+        if ok:
+            recall = np.asarray(curve["recall"], np.float64).reshape(-1)
+            precision = np.asarray(curve["precision"], np.float64).reshape(-1)
+            ok = len(recall) == len(precision) > 0
+        if not ok:
+            raise _bad(
+                f"pr_curves[{name!r}] is not a precision-recall curve",
+                '{"recall": [...], "precision": [...]} of one length',
+                {f"pr_curves[{name!r}]": curve},
+            )
+        out[str(name)] = {"recall": recall.tolist(), "precision": precision.tolist()}
+    return out
+
+
+class DetectionReport(EvaluationReport):
+    """The :class:`~finetunekit.EvaluationReport` of detections, with precision-recall curves.
+
+    Everything of an ``EvaluationReport`` (task ``"detection"``, headline
+    ``map``), plus:
+
+    Attributes:
+        pr_curves: per class with ground truth, the COCO-interpolated
+            precision-recall curve at IoU 0.5 (see :func:`pr_curves`):
+            ``{class: {"recall": [...], "precision": [...]}}``, 101 points
+            each; the mean of ``precision`` is the class's ``ap_50``.
+            ``to_dict()`` includes it and ``DetectionReport.from_dict`` reads
+            it back; ``finetunekit.plots.plot_precision_recall`` draws it.
+
+    Examples:
+        >>> truth = [{"boxes": np.array([[0, 0, 10, 10]]), "labels": np.array([0])}]
+        >>> preds = [{"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.7]),
+        ...           "labels": np.array([0])}]
+        >>> report = detection_report(preds, truth, class_names=["cat"])
+        >>> sorted(report.pr_curves["cat"]), report.to_dict()["pr_curves"] == report.pr_curves
+        (['precision', 'recall'], True)
+    """
+
+    def __init__(
+        self,
+        *,
+        pr_curves: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Stores the report's fields (those of ``EvaluationReport``) and the curves."""
+        super().__init__(**fields)
+        self.pr_curves: dict[str, dict[str, list[float]]] = _curves(pr_curves)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``EvaluationReport.to_dict()`` plus ``pr_curves`` (plain lists, JSON)."""
+        data = super().to_dict()
+        data["pr_curves"] = {
+            name: {key: list(values) for key, values in curve.items()}
+            for name, curve in self.pr_curves.items()
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectionReport:
+        """Rebuilds a report from :meth:`to_dict` output (curves included when present)."""
+        report = super().from_dict(data)
+        if not isinstance(report, DetectionReport):  # pragma: no cover - from_dict builds cls
+            raise TypeError(type(report).__name__)
+        report.pr_curves = _curves(data.get("pr_curves"))
+        return report
+
+
 def ground_truth_from_targets(targets: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Per-image ground truth from detection targets ``(N, M, 5)`` (padding rows dropped).
 
@@ -630,13 +789,15 @@ def detection_report(
     num_classes: int | None = None,
     box_format: str = "xyxy",
     max_detections: int = 100,
-) -> EvaluationReport:
+) -> DetectionReport:
     """The :class:`~finetunekit.EvaluationReport` of detections (task ``"detection"``).
 
     The same arguments as :func:`evaluate_detections`; ``ground_truth`` may
     also be ``DatasetAdapter.targets()`` of detection data. The report's
     ``metrics`` are those of :class:`DetectionScores` (headline ``map``),
-    ``per_class`` its per-class table; ``report.to_dict()`` is JSON.
+    ``per_class`` its per-class table, ``pr_curves`` the per-class
+    precision-recall curves at IoU 0.5 (a :class:`DetectionReport`);
+    ``report.to_dict()`` is JSON.
 
     Examples:
         >>> import numpy as np
@@ -647,7 +808,6 @@ def detection_report(
         >>> report.headline, round(report.metrics["map"], 6), round(report.per_class["cat"]["ap_50"], 6)
         ('map', 1.0, 1.0)
     """
-    from finetunekit.evaluation.report import EvaluationReport
 
     if isinstance(ground_truth, np.ndarray):
         ground_truth = ground_truth_from_targets(ground_truth)
@@ -659,7 +819,7 @@ def detection_report(
         box_format=box_format,
         max_detections=max_detections,
     )
-    return EvaluationReport(
+    return DetectionReport(
         task="detection",
         metrics=scores.metrics,
         per_class=scores.per_class,
@@ -667,4 +827,5 @@ def detection_report(
         class_names=scores.class_names,
         num_examples=scores.num_images,
         headline="map",
+        pr_curves=scores.pr_curves(0.5),
     )

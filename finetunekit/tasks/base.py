@@ -43,6 +43,7 @@ BUILT_IN: tuple[str, ...] = (
     "regression",
     "embedding",
     "detection",
+    "generative",
 )
 
 
@@ -90,6 +91,8 @@ class Task:
 
     name: ClassVar[str] = ""
     activation: ClassVar[str] = "linear"
+    #: the phase-1 rate of ``Trainer(learning_rate="auto")`` (phase 2: a hundredth)
+    default_learning_rate: ClassVar[float] = 1e-2
     has_classes: ClassVar[bool] = False
     single_label: ClassVar[bool] = False
     headline_metric: ClassVar[str] = "mse"
@@ -244,6 +247,37 @@ class Task:
         the ``Trainer``. The default accepts everything (the generic checks
         run anyway).
         """
+
+    def build_model(self, backbone: Any, train: Any, *, head: Any, trainer: Any, units: int) -> Any:
+        """The whole model, for a task whose model is not "backbone features -> head".
+
+        Called first by :meth:`finetunekit.FineTuner.build_model` with the
+        ``Backbone``, the training ``DatasetAdapter``, the ``HeadReplacer``,
+        the ``Trainer`` and the output width. A task that builds its own
+        model (detection: a feature pyramid and box heads on several backbone
+        levels; generative text: the preset's causal LM) returns a
+        :class:`~finetunekit.training.engine.BuiltModel`; ``None`` (the
+        default) lets the pipeline build raw input -> backbone -> head, which
+        :meth:`training_model` may then wrap.
+        """
+        return None
+
+    def register_objects(self) -> None:
+        """Registers the Keras classes a saved model of this task needs (``ftk.load``).
+
+        Called before the model is read; the default does nothing (finetunekit's
+        own layers are registered by ``finetunekit.import_all``).
+        """
+
+    def training_batches(self, dataset: Any, *, trainer: Any, training: bool) -> Any:
+        """The batched ``tf.data`` the engine trains (or validates) on.
+
+        Called by the engine on every ``(x, y)`` dataset it makes from an
+        adapter: ``training`` is ``True`` for the training split. A task whose
+        targets must change with the inputs (detection: box-aware
+        augmentation) maps the batches here; the default returns ``dataset``.
+        """
+        return dataset
 
     def training_model(self, built: Any, train: Any) -> Any:
         """The :class:`~finetunekit.training.engine.BuiltModel` the engine trains.
@@ -442,6 +476,7 @@ def _ensure_builtins() -> None:
     import finetunekit.tasks.classification  # noqa: F401 - registers the built-ins
     import finetunekit.tasks.detection  # noqa: F401
     import finetunekit.tasks.embedding  # noqa: F401
+    import finetunekit.tasks.generative  # noqa: F401
     import finetunekit.tasks.regression  # noqa: F401
 
 

@@ -1,11 +1,10 @@
 """The ``detection`` task: boxes and classes of the objects in an image.
 
-What exists now: the data (``DatasetAdapter.from_detection``, ``from_coco``,
-``from_voc``; :mod:`finetunekit.data.detection`) and the evaluation (COCO
-mAP; :mod:`finetunekit.evaluation.detection`). The detector model -- its
-head, anchors, loss and training -- is not built yet (issue 15): the hooks of
-steps 3 and 4 raise a :class:`~finetunekit.ConfigError` / :class:`~finetunekit.HeadError`
-that says so, before anything is built.
+The data: ``DatasetAdapter.from_detection``, ``from_coco``, ``from_voc``
+(:mod:`finetunekit.data.detection`). The model: a RetinaNet on any image
+``Backbone`` (:mod:`finetunekit.tasks.detection_build` chooses the image
+size and anchors from the training boxes; :mod:`finetunekit.heads.detector`
+is the model). The evaluation: COCO mAP (:mod:`finetunekit.evaluation.detection`).
 
 Stored targets (``data.targets()``): float32 ``(N, M, 5)``, per image ``M``
 rows ``x1, y1, x2, y2, class`` (absolute pixels of that image), padding rows
@@ -16,7 +15,7 @@ rows ``x1, y1, x2, y2, class`` (absolute pixels of that image), padding rows
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -37,25 +36,21 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["Detection"]
 
-_NOT_BUILT = (
-    "Detection training is not built yet (issue 15): finetunekit has the detection data and "
-    "the COCO evaluation, not the detector model"
-)
 #: keys of a model's prediction dict, KerasHub's object detectors' names first
 _SCORE_KEYS = ("confidence", "scores")
 _LABEL_KEYS = ("labels", "classes")
 
 
-def _not_built(error: type[FineTuneError], what: str, received: dict[str, Any]) -> NoReturn:
-    raise error(
-        format_error(
-            f"{_NOT_BUILT}; {what} needs it",
-            expected="a task whose model exists (classification, regression, embedding)",
-            received=received,
-            fix="Train a detector with KerasHub yourself and score its predictions with "
-            "finetunekit.evaluation.detection.detection_report (see docs/detection.md)",
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(
+            format_error(
+                f"{name} must be a number in [0, 1)",
+                expected="e.g. 0.05 (scores) or 0.5 (IoU)",
+                received={name: value},
+            )
         )
-    )
+    return float(value)
 
 
 class Detection(Task):
@@ -82,15 +77,42 @@ class Detection(Task):
     has_classes: ClassVar[bool] = True
     single_label: ClassVar[bool] = False
     headline_metric: ClassVar[str] = "map"
+    #: Adam at 1e-2 throws RetinaNet heads off in the first steps (measured in docs/detection.md)
+    default_learning_rate: ClassVar[float] = 1e-3
 
-    def __init__(self, max_detections: int = 100) -> None:
+    def __init__(
+        self,
+        max_detections: int = 100,
+        *,
+        image_size: int | None = None,
+        score_threshold: float = 0.05,
+        iou_threshold: float = 0.5,
+        filters: int = 128,
+        head_convs: int = 2,
+    ) -> None:
         self.max_detections = check_int(
             "max_detections", max_detections, minimum=1, error=ConfigError
         )
+        self.image_size = (
+            None
+            if image_size is None
+            else check_int("image_size", image_size, minimum=32, error=ConfigError)
+        )
+        self.score_threshold = _fraction("score_threshold", score_threshold)
+        self.iou_threshold = _fraction("iou_threshold", iou_threshold)
+        self.filters = check_int("filters", filters, minimum=1, error=ConfigError)
+        self.head_convs = check_int("head_convs", head_convs, minimum=0, error=ConfigError)
 
     def get_config(self) -> dict[str, Any]:
         """The settings, JSON-serialisable."""
-        return {"max_detections": self.max_detections}
+        return {
+            "max_detections": self.max_detections,
+            "image_size": self.image_size,
+            "score_threshold": self.score_threshold,
+            "iou_threshold": self.iou_threshold,
+            "filters": self.filters,
+            "head_convs": self.head_convs,
+        }
 
     # ------------------------------------------------------------------ step 1: targets
     def encode(
@@ -180,27 +202,73 @@ class Detection(Task):
         counts = np.bincount(labels, minlength=len(class_names))
         return {n: int(c) for n, c in zip(class_names, counts, strict=True)}
 
-    # ------------------------------------------------------------------ steps 3-4: not built
+    # ------------------------------------------------------------------ steps 2-4: the detector
     def size(self, encoding: LabelEncoding) -> int:
         return len(encoding.class_names)
 
     def output_layer(self, x: Any, units: int, *, activation: str | None = None) -> Any:
-        _not_built(HeadError, "the detection head", {"task": self.name})
+        raise HeadError(
+            format_error(
+                "A detector has no single output layer",
+                expected="FineTuner.fit on detection data (the task builds RetinaNet heads)",
+                received={"task": self.name},
+                fix="Fit through FineTuner; Detection.build_model makes the whole model",
+            )
+        )
 
     def loss(self, *, label_smoothing: float = 0.0, target_std: list[float] | None = None) -> Any:
-        _not_built(HeadError, "the detection loss", {"task": self.name})
+        return None  # the Detector computes its own (focal + Huber over matched anchors)
 
     def metrics(self, num_classes: int | None) -> list[Any]:
-        _not_built(HeadError, "training metrics", {"task": self.name})
+        return []  # mAP is computed by evaluate(), not per batch
 
     def check_recipe(self, train: Any, validation: Any, *, head: Any, trainer: Any) -> None:
-        """Raises :class:`~finetunekit.ConfigError`: the detector is not built yet."""
-        _not_built(ConfigError, "FineTuner.fit on detection data", {"data": train})
+        """Refuses settings that have no meaning for a detector, before anything is built."""
+        from finetunekit.tasks.detection_build import check_detection_recipe
 
-    def training_model(self, built: Any, train: Any) -> Any:
-        _not_built(HeadError, "the training model", {"task": self.name})
+        check_detection_recipe(self, train, head=head, trainer=trainer)
+
+    def build_model(self, backbone: Any, train: Any, *, head: Any, trainer: Any, units: int) -> Any:
+        """The :class:`~finetunekit.heads.detector.Detector` for ``train`` (see ``detection_build``)."""
+        from finetunekit.tasks.detection_build import build_detector
+
+        return build_detector(self, backbone, train)
+
+    def register_objects(self) -> None:
+        """Registers the detector's classes (``Detector``, its heads) before a load."""
+        from finetunekit.heads.detector import register_objects
+
+        register_objects()
+
+    def training_batches(self, dataset: Any, *, trainer: Any, training: bool) -> Any:
+        """Box-aware augmentation of the training batches (``Trainer(augment=...)``)."""
+        if not training or trainer.augment is None:
+            return dataset
+        from finetunekit.tasks.detection_build import augment_batches
+
+        return augment_batches(dataset, trainer.augment, seed=trainer.seed)
 
     # ------------------------------------------------------------------ results
+    def predict_model(
+        self,
+        model: Any,
+        x: Any,
+        *,
+        batch_size: int = 16,
+        class_names: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What ``result.predict(images)`` returns: one dict per image.
+
+        ``images``: an array ``(N, H, W, C)`` or a list of ``(H, W, C)``
+        arrays of any sizes. Each dict has ``boxes`` (float32 ``(k, 4)``
+        ``xyxy`` in that image's pixels), ``scores``, ``labels`` (class
+        indices) and ``classes`` (names), best first; detections below the
+        task's ``score_threshold`` are left out.
+        """
+        from finetunekit.heads.detector import predict_images
+
+        return predict_images(model, x, batch_size=batch_size, class_names=class_names)
+
     def expected_widths(
         self, class_names: list[str], y_true: np.ndarray
     ) -> tuple[set[int], str] | None:

@@ -33,7 +33,7 @@ import tensorflow as tf
 from finetunekit.errors import TrainerError, format_error
 from finetunekit.training import distribute
 from finetunekit.training.checkpoint import CheckpointStore, TrainingSession, fingerprint
-from finetunekit.training.compute import resolve_jit_compile
+from finetunekit.training.compute import AutoPrecision, resolve_jit_compile
 from finetunekit.training.freezing import freeze, unfreeze
 from finetunekit.training.lora import apply_lora, check_lora_targets
 from finetunekit.training.methods import MethodsPlan
@@ -262,6 +262,13 @@ def _run(
         seed=distribute.data_seed(strategy, trainer.seed),
     )
     validation_ds = validation.batches(trainer.batch_size) if validation is not None else None
+    if built.task is not None:  # detection: box-aware augmentation of the training batches
+        if train.dataset is None:
+            train_ds = built.task.training_batches(train_ds, trainer=trainer, training=True)
+        if validation_ds is not None and validation is not None and validation.dataset is None:
+            validation_ds = built.task.training_batches(
+                validation_ds, trainer=trainer, training=False
+            )
     check_backbone(trainer, backbone_model, built.lora_targets)
     has_validation = validation_ds is not None
     check_monitor(trainer, _metric_names(metrics), has_validation)
@@ -300,8 +307,9 @@ def _run(
     split, cache_info = fc.decide(trainer, built, train, validation, strategy)
     result.info["feature_cache"] = cache_info
     cache_seconds = 0.0
+    precision = AutoPrecision(trainer.precision, model)  # "auto": the policy per phase
 
-    for phase, rate, first, last in trainer.phases():
+    for phase, rate, first, last in trainer.phases(built.task):
         step = "frozen" if phase == 1 else "full"
         if phase == 1:
             freeze(backbone_model)
@@ -310,6 +318,14 @@ def _run(
         result.trainable_params[f"phase{phase}"] = _count_params(model.trainable_weights)
         if session.phase_done(phase):  # completed before a restart
             continue
+        head_only = split.head_model if phase == 1 and split is not None else None
+        choice = precision.choose(  # phase 1 on cached features trains the head alone
+            model if head_only is None else head_only,
+            step if head_only is None else "head",
+            trainer.batch_size,
+            steps=_phase_steps(train, train_ds, trainer.batch_size, last - first),
+        )
+        result.info.setdefault("precision", {})[f"phase{phase}"] = choice.info()
         # a fresh optimizer per phase: rates per group, schedule, decay
         compile_phase(trainer, model, plan.optimizer(phase, rate), loss, metrics, step=step)
         plan.build_optimizer(model)
@@ -402,8 +418,8 @@ def _fit_cached(
         head = split.head_model
         # A head step takes microseconds, so Keras' per-step Python dominates: run
         # many steps per call unless user callbacks may want every batch.
-        batches = -(-len(train.adapter) // trainer.batch_size)
-        per_call = 1 if trainer.callbacks else max(1, min(_HEAD_STEPS_PER_CALL, batches))
+        batches = cache.train_steps
+        per_call = 1 if trainer.callbacks else _steps_per_call(batches)
         head.compile(  # the full model's optimizer (loss-scaled for mixed_float16): one state
             optimizer=model.optimizer,
             loss=loss,
@@ -411,8 +427,15 @@ def _fit_cached(
             jit_compile=resolve_jit_compile(trainer.jit_compile, "head"),
             steps_per_execution=per_call,
         )
+        epochs = last - initial_epoch
+        # One iterator for every epoch (the same batches per epoch as one per epoch, see
+        # FeatureCache.train_epochs_dataset) when the epoch splits into whole calls.
+        one_iterator = batches % per_call == 0 and cache.replays_epochs()
         fit = head.fit(
-            cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
+            cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed)
+            if one_iterator
+            else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
+            steps_per_epoch=batches if one_iterator else None,
             validation_data=cache.validation_dataset(),
             initial_epoch=initial_epoch,
             epochs=last,
@@ -432,6 +455,30 @@ def _fit_cached(
         _fast_forward(train_ds, len(fit.epoch))
         seconds += time.perf_counter() - start
     return seconds
+
+
+def _phase_steps(train: TrainingData, train_ds: Any, batch_size: int, epochs: int) -> int | None:
+    """Training steps of a phase of ``epochs`` epochs, or ``None`` when the batches are unknown."""
+    if train.adapter is not None:
+        return epochs * -(-len(train.adapter) // batch_size)
+    try:
+        batches = int(train_ds.cardinality())
+    except (AttributeError, TypeError):  # not a tf.data dataset
+        return None
+    return epochs * batches if batches > 0 else None
+
+
+def _steps_per_call(batches: int) -> int:
+    """Head steps per ``tf.function`` call: the largest divisor of ``batches`` up to 64,
+    or 64 (up to ``batches``) when the best divisor is below 8 (a prime count, say).
+
+    Examples:
+        >>> [_steps_per_call(b) for b in (5, 32, 80, 256, 67)]
+        [5, 32, 40, 64, 64]
+    """
+    top = max(1, min(_HEAD_STEPS_PER_CALL, batches))
+    best = max(d for d in range(1, top + 1) if batches % d == 0)
+    return best if best >= min(8, batches) else top
 
 
 def _tensorboard(trainer: Any) -> list[keras.callbacks.Callback]:

@@ -156,16 +156,20 @@ class Trainer(Settings):
         optimizer: a name (``"sgd"`` is plain gradient descent, ``"adam"``,
             ``"adamw"``, ``"rmsprop"``, ...) or a ``keras.optimizers.Optimizer``
             (copied per phase through its config).
-        learning_rate: phase-1 learning rate (default ``1e-2``: a new head
-            on frozen features needs large steps, above all on small data;
-            measured in ``docs/head.md``), or a ``(low, high)`` range for
+        learning_rate: phase-1 learning rate, or a ``(low, high)`` range for
             discriminative rates (phase 1 trains the head at ``high``; the
-            default phase-2 range is the range / 100).
+            default phase-2 range is the range / 100). ``"auto"`` (default)
+            is the task's rate: ``1e-2`` for a new classification,
+            regression or embedding head (it needs large steps on frozen
+            features, above all on small data; measured in
+            ``docs/training.md``), ``1e-3`` for a detector's heads (at
+            ``1e-2`` Adam throws them off in the first steps; measured in
+            ``docs/detection.md``).
         epochs: phase-1 epochs (head only). 0 skips phase 1.
         batch_size: examples per batch.
         fine_tune_epochs: phase-2 epochs; 0 (default) skips phase 2.
-        fine_tune_learning_rate: phase-2 rate; default ``learning_rate / 100``
-            (``1e-4`` with the defaults).
+        fine_tune_learning_rate: phase-2 rate; default the phase-1 rate / 100
+            (``1e-4`` for a new head with the defaults).
             A ``(low, high)`` range gives the head and the top layer group
             ``high``, the deepest group ``low``, geometrically spaced between
             (one Keras optimizer per group, see ``training/discriminative.py``).
@@ -212,10 +216,17 @@ class Trainer(Settings):
             and why. See docs/performance.md.
         cache_memory_mb: memory budget of the feature cache in MiB; features
             beyond it go to a temporary file (deleted afterwards).
-        precision: ``"float32"`` (default), ``"mixed_float16"`` or
-            ``"mixed_bfloat16"``: the Keras dtype policy the model is built
-            under (the head output stays float32). Mixed precision pays off
-            on GPUs/TPUs; on a CPU-only machine it warns.
+        precision: ``"auto"`` (default), ``"float32"``, ``"mixed_float16"``
+            or ``"mixed_bfloat16"``: the Keras dtype policy of the model (the
+            head output stays float32). ``"auto"`` builds in float32 and picks
+            per phase: mixed bfloat16 only where the device has fast bfloat16
+            (TPU, GPU of compute capability 8.0+, CPU flags ``amx_bf16`` /
+            ``avx512_bf16``) and a few timed training steps of the phase's
+            model show it at least 1.1x faster; float32 otherwise, without
+            measuring for models under 5M parameters or phases under 64
+            steps.
+            ``result.info["precision"]`` gives each phase's policy and why.
+            An explicit mixed policy on a CPU-only machine warns.
         strategy: where training runs: a ``tf.distribute.Strategy`` or a name:
             ``"default"`` (one device, or the strategy of an enclosing
             ``strategy.scope()``), ``"mirrored"`` (all local GPUs),
@@ -286,7 +297,7 @@ class Trainer(Settings):
         >>> trainer.resolved_fine_tune_learning_rate
         0.0001
         >>> trainer.replace(epochs=5)
-        Trainer(epochs=5, fine_tune_epochs=1)
+        Trainer(learning_rate=0.01, epochs=5, fine_tune_epochs=1)
     """
 
     optimizer: str | keras.optimizers.Optimizer = setting(
@@ -296,10 +307,10 @@ class Trainer(Settings):
         to_config=optimizer_config,
         from_config=optimizer_from_config,
     )
-    learning_rate: float | tuple[float, float] = setting(
-        1e-2,
+    learning_rate: float | tuple[float, float] | str = setting(
+        "auto",
         kw_only=False,
-        check=lambda v: check_rate("learning_rate", v),
+        check=lambda v: v if v == "auto" else check_rate("learning_rate", v),
         to_config=rate_config,
     )
     epochs: int = setting(10, kw_only=False, check=_count("epochs", 0))
@@ -351,7 +362,7 @@ class Trainer(Settings):
     log_dir: str | os.PathLike[str] | None = setting(None, check=_log_dir)
     cache_features: bool | str = setting("auto", check=_cache_features)
     cache_memory_mb: float = setting(512, check=_memory_mb)
-    precision: str = setting("float32", check=check_precision)
+    precision: str = setting("auto", check=check_precision)
     strategy: str | tf.distribute.Strategy = setting(
         "default", check=distribute.check_strategy, to_config=_strategy_config
     )
@@ -403,17 +414,48 @@ class Trainer(Settings):
         check_together(self)
 
     # ------------------------------------------------------------------ derived settings
-    @property
-    def resolved_fine_tune_learning_rate(self) -> Any:
-        """The phase-2 learning rate actually used (a ``(low, high)`` range stays a range)."""
+    def resolved_learning_rate(self, task: Any = None) -> Any:
+        """The phase-1 rate: ``learning_rate``, or for ``"auto"`` the task's default.
+
+        ``"auto"`` is the task's ``default_learning_rate``: ``1e-2`` for a new
+        classification / regression / embedding head, ``1e-3`` for a
+        detector's heads (see ``docs/training.md``); ``task=None`` means
+        the base task's ``1e-2``.
+
+        Examples:
+            >>> import finetunekit as ftk
+            >>> from finetunekit import tasks
+            >>> ftk.Trainer().resolved_learning_rate(), ftk.Trainer(learning_rate=3e-3).resolved_learning_rate()
+            (0.01, 0.003)
+            >>> ftk.Trainer().resolved_learning_rate(tasks.get("detection"))
+            0.001
+        """
+        if self.learning_rate != "auto":
+            return self.learning_rate
+        from finetunekit.tasks.base import Task
+
+        return float((task if task is not None else Task).default_learning_rate)
+
+    def resolved_fine_tune_rate(self, task: Any = None) -> Any:
+        """The phase-2 rate: ``fine_tune_learning_rate``, else the phase-1 rate / 100."""
         if self.fine_tune_learning_rate is not None:
             return self.fine_tune_learning_rate
-        if isinstance(self.learning_rate, tuple):
-            return (self.learning_rate[0] / 100.0, self.learning_rate[1] / 100.0)
-        return self.learning_rate / 100.0
+        rate = self.resolved_learning_rate(task)
+        if isinstance(rate, tuple):
+            return (rate[0] / 100.0, rate[1] / 100.0)
+        return rate / 100.0
 
-    def phases(self) -> list[tuple[int, Any, int, int]]:
+    @property
+    def resolved_fine_tune_learning_rate(self) -> Any:
+        """The phase-2 learning rate for a new head (a ``(low, high)`` range stays a range)."""
+        return self.resolved_fine_tune_rate()
+
+    def phases(self, task: Any = None) -> list[tuple[int, Any, int, int]]:
         """``(phase, learning rate, first epoch, end epoch)`` of each phase to run.
+
+        Args:
+            task: the :class:`~finetunekit.Task` trained (its default rate
+                for ``learning_rate="auto"``), or ``None``.
 
         Examples:
             >>> import finetunekit as ftk
@@ -422,10 +464,10 @@ class Trainer(Settings):
         """
         phases: list[tuple[int, Any, int, int]] = []
         if self.epochs:
-            phases.append((1, self.learning_rate, 0, self.epochs))
+            phases.append((1, self.resolved_learning_rate(task), 0, self.epochs))
         if self.fine_tune_epochs:
             end = self.epochs + self.fine_tune_epochs
-            phases.append((2, self.resolved_fine_tune_learning_rate, self.epochs, end))
+            phases.append((2, self.resolved_fine_tune_rate(task), self.epochs, end))
         return phases
 
     def resolved_monitor(self, has_validation: bool) -> str:
