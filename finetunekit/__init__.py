@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checke
     from finetunekit.pipeline import FineTuner
     from finetunekit.result import FineTuneResult, load
     from finetunekit.tasks import Task
+    from finetunekit.tasks.generative import load_adapters
     from finetunekit.training import Trainer
     from finetunekit.training.lr_finder import LRFinderResult
 
@@ -82,6 +83,7 @@ __all__ = [
     "__version__",
     "import_all",
     "load",
+    "load_adapters",
     "tasks",
 ]
 
@@ -97,6 +99,7 @@ _LAZY: dict[str, str | None] = {
     "FineTuner": "finetunekit.pipeline",
     "FineTuneResult": "finetunekit.result",
     "load": "finetunekit.result",
+    "load_adapters": "finetunekit.tasks.generative",
     "Trainer": "finetunekit.training",
     "LRFinderResult": "finetunekit.training.lr_finder",
 }

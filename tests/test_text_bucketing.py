@@ -295,3 +295,24 @@ def test_the_adapter_switches_length_grouping_off_and_on() -> None:
     with pytest.raises(ftk.DataError, match="texts only"):
         reference.with_length_grouping(False)
     assert reference.length_grouping is None
+
+
+def test_a_pass_only_created_advances_the_order_as_a_read_one_does():
+    """A resumed run fast-forwards by creating iterators (engine._fast_forward): the grouped
+    order must then continue as in the uninterrupted run. (Two chained reshuffling ops did not.)"""
+    import numpy as np
+
+    from finetunekit.data.text import length_grouped_batches
+
+    lengths = np.random.default_rng(0).integers(1, 100, 40)
+
+    def second_pass(read_first: bool) -> list[list[int]]:
+        ds = length_grouped_batches(lengths, 4, seed=0)
+        first = iter(ds)
+        if read_first:
+            list(first)
+        del first
+        return [b.numpy().tolist() for b in ds]
+
+    fresh = [b.numpy().tolist() for b in length_grouped_batches(lengths, 4, seed=0)]
+    assert second_pass(read_first=True) == second_pass(read_first=False) != fresh

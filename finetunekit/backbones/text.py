@@ -41,6 +41,7 @@ __all__ = [
     "TokenPooling",
     "TEXT_POOLINGS",
     "require_keras_hub",
+    "is_gguf",
 ]
 
 TEXT_POOLINGS = ("cls", "mean")
@@ -521,6 +522,100 @@ class TextBackbone(Backbone):
         }
         return BuiltBackbone(features=features, model=model, info=info, lora_targets=lora_targets)
 
+    # ------------------------------------------------------------------ causal LMs
+    def causal_lm(self) -> Any:
+        """Loads the preset's causal language model (``generative`` task), with its preprocessor.
+
+        A KerasHub preset or Hugging Face folder gives its ``CausalLM``
+        (``GPT2CausalLM``, ``Gemma3CausalLM``, ``Llama3CausalLM``, ...); a
+        ``.gguf`` file gives a ``Gemma3CausalLM`` built by
+        :func:`finetunekit.backbones.gguf.load_gguf` (weights dequantised to
+        float32, tokenizer rebuilt from the file's vocabulary). The
+        preprocessor's ``sequence_length`` is this backbone's.
+
+        Raises:
+            WeightsError: the preset cannot be loaded or has no causal LM.
+            InputShapeError: ``sequence_length`` exceeds the model's limit.
+
+        Examples:
+            >>> lm = ftk.Backbone.from_preset("gemma3.gguf").causal_lm()  # doctest: +SKIP
+            >>> lm.generate(["The capital of France is"], max_length=16)  # doctest: +SKIP
+        """
+        keras_hub = require_keras_hub()
+        local = _is_local(self.preset)
+        source = os.path.expanduser(self.preset.removeprefix("file://")) if local else self.preset
+        if is_gguf(self.preset):
+            from finetunekit.backbones.gguf import load_gguf
+
+            opened = load_gguf(source)
+            backbone = (
+                opened.backbone()
+                if self.load_weights
+                else keras_hub.models.Gemma3Backbone(**opened.config)
+            )
+            preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(
+                opened.tokenizer(), sequence_length=self.sequence_length
+            )
+            model = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
+        else:
+            try:
+                model = keras_hub.models.CausalLM.from_preset(
+                    source, load_weights=self.load_weights
+                )
+            except Exception as exc:  # KerasHub raises ValueError, OSError, ...
+                if "causal" in str(exc).lower() or "class" in str(exc).lower():
+                    raise WeightsError(
+                        format_error(
+                            f"The preset {self.name!r} has no causal language model "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+                            expected="a decoder preset: GPT-2, Gemma, Gemma 3, Llama, Mistral, "
+                            "Qwen, ... (keras_hub.models.CausalLM.presets)",
+                            received={"preset": self.preset},
+                            fix="Use a decoder model; encoders such as BERT classify texts "
+                            "(DatasetAdapter.from_texts)",
+                        )
+                    ) from exc
+                raise _preset_error(self.preset, local, exc) from exc
+            if model.preprocessor is None:
+                raise WeightsError(
+                    format_error(
+                        f"The preset {self.name!r} has no tokenizer / preprocessor",
+                        expected="a complete preset (tokenizer files included)",
+                        received={"preset": self.preset},
+                        fix="Save the preset with its preprocessor: causal_lm.save_to_preset(d)",
+                    )
+                )
+            model.preprocessor.sequence_length = self.sequence_length
+        limit = getattr(model.backbone, "max_sequence_length", None)
+        if limit is not None and self.sequence_length > int(limit):
+            raise InputShapeError(
+                format_error(
+                    f"sequence_length exceeds what {self.name!r} can attend to ({limit} tokens)",
+                    expected=f"sequence_length <= {limit}",
+                    received={"sequence_length": self.sequence_length},
+                    fix=f"Pass sequence_length={int(limit)}",
+                )
+            )
+        return model
+
+    def tokenizer(self) -> Any:
+        """The preset's tokenizer alone (a GGUF file's, rebuilt from its vocabulary).
+
+        Examples:
+            >>> ftk.Backbone.from_preset("gpt2_dir").tokenizer()("hello")  # doctest: +SKIP
+        """
+        keras_hub = require_keras_hub()
+        local = _is_local(self.preset)
+        source = os.path.expanduser(self.preset.removeprefix("file://")) if local else self.preset
+        if is_gguf(self.preset):
+            from finetunekit.backbones.gguf import load_gguf
+
+            return load_gguf(source).tokenizer()
+        try:
+            return keras_hub.models.Tokenizer.from_preset(source)
+        except Exception as exc:
+            raise _preset_error(self.preset, local, exc) from exc
+
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
         """Returns the JSON-serialisable arguments."""
@@ -556,6 +651,9 @@ def _check_preset(preset: str) -> None:
     """Checks a local folder or a preset name now, before anything is loaded."""
     if _is_local(preset):
         path = os.path.expanduser(preset.removeprefix("file://"))
+        if is_gguf(preset):
+            _check_gguf_file(path, preset)
+            return
         if not os.path.isdir(path):
             raise WeightsError(
                 format_error(
@@ -593,6 +691,40 @@ def _check_preset(preset: str) -> None:
             fix=f"{hint}For a checkpoint on disk pass its folder path",
         )
     )
+
+
+def is_gguf(preset: str) -> bool:
+    """Whether ``preset`` names a GGUF file (by its ``.gguf`` suffix).
+
+    Examples:
+        >>> is_gguf("models/gemma-3-270m.gguf"), is_gguf("bert_tiny_en_uncased")
+        (True, False)
+    """
+    return preset.lower().endswith(".gguf")
+
+
+def _check_gguf_file(path: str, preset: str) -> None:
+    """A cheap check of a GGUF path now: the file exists and starts with ``b"GGUF"``."""
+    if not os.path.isfile(path):
+        raise WeightsError(
+            format_error(
+                "The GGUF file does not exist",
+                expected="the path of an existing .gguf file",
+                received={"preset": preset},
+                fix="Check the path",
+            )
+        )
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise WeightsError(
+            format_error(
+                "The file is not a GGUF file (it does not start with b'GGUF')",
+                expected="a .gguf file written by llama.cpp or the gguf package",
+                received={"preset": preset, "first_bytes": magic},
+                fix="Pass a GGUF file, a KerasHub preset or a Hugging Face checkpoint folder",
+            )
+        )
 
 
 def _preset_error(preset: str, local: bool, exc: Exception) -> BackboneError:

@@ -228,18 +228,43 @@ def length_grouped_batches(
         [[0, 2], [1, 3]]
     """
     n = len(lengths)
+    keys = np.asarray(lengths, np.int64) // resolution
+    span = batch_size * window
+    # Which sorted positions each batch takes: windows of `span` positions, each cut into
+    # batches of `batch_size` (the last of a window may be smaller). Fixed for the data.
+    starts, ends = [], []
+    for first in range(0, n, span):
+        last = min(n, first + span)
+        for start in range(first, last, batch_size):
+            starts.append(start)
+            ends.append(min(last, start + batch_size))
+    batches = len(starts)
     with tf.device("/CPU:0"):
-        keys_t = tf.convert_to_tensor(np.asarray(lengths, np.int64) // resolution)
+        keys_t = tf.convert_to_tensor(keys)
+        window_t = tf.range(n, dtype=tf.int64) // span  # the window of each shuffled position
+        starts_t = tf.constant(starts, tf.int64)
+        ends_t = tf.constant(ends, tf.int64)
+    top = int(keys.max(initial=0)) + 1
 
-    def sort_window(idx: tf.Tensor) -> tf.Tensor:
-        return tf.gather(idx, tf.argsort(tf.gather(keys_t, idx), stable=True))
+    def epoch(draw: tf.Tensor) -> tf.data.Dataset:
+        # One random draw per pass makes the whole pass (a stateless function of it): a
+        # chain of two reshuffling ops did not advance on an iterator that was only
+        # created, so a resumed run (engine._fast_forward) saw other batches.
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([draw, 0])
+        )
+        order = tf.argsort(window_t * top + tf.gather(keys_t, perm), stable=True)
+        ordered = tf.gather(perm, order)
+        picks = tf.random.experimental.stateless_shuffle(
+            tf.range(batches, dtype=tf.int64), seed=tf.stack([draw, 1])
+        )
+        return tf.data.Dataset.from_tensor_slices(picks).map(
+            lambda b: ordered[starts_t[b] : ends_t[b]]
+        )
 
-    batches = -(-n // batch_size)  # windows hold whole batches: as many as without grouping
-    ds = tf.data.Dataset.range(n).shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size * window).map(sort_window).unbatch().batch(batch_size)
-    order_seed = None if seed is None else seed + 1
-    ds = ds.shuffle(max(batches, 1), seed=order_seed, reshuffle_each_iteration=True)
-    # unbatch() loses the count; Keras needs it to end an epoch without running dry
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    ds = draws.flat_map(epoch)
+    # flat_map loses the count; Keras needs it to end an epoch without running dry
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 

@@ -9,7 +9,8 @@ evaluation report, and its config. Wherever finetunekit accepts
 Built-in: ``multiclass``, ``binary``, ``multilabel``, ``regression`` and
 ``embedding`` (pairs, triplets, scored pairs or groups -> an encoder; see
 ``docs/embeddings.md``); ``detection`` (boxes per image: data and COCO
-evaluation so far, see ``docs/detection.md``).
+evaluation so far, see ``docs/detection.md``); ``generative`` (prompt / response
+pairs -> a fine-tuned causal language model, see ``docs/generative.md``).
 Subclass :class:`Task` for a new kind (see ``docs/tasks.md``).
 
 Examples:
@@ -24,6 +25,7 @@ from finetunekit.tasks.base import BUILT_IN, Task, available, deserialize, get, 
 from finetunekit.tasks.classification import Binary, ClassificationTask, Multiclass, Multilabel
 from finetunekit.tasks.detection import Detection
 from finetunekit.tasks.embedding import Embedding
+from finetunekit.tasks.generative import Generative
 from finetunekit.tasks.regression import Regression
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "ClassificationTask",
     "Detection",
     "Embedding",
+    "Generative",
     "Multiclass",
     "Multilabel",
     "Regression",
