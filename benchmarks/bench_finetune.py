@@ -40,6 +40,8 @@ Usage:
     .venv/bin/python benchmarks/bench_finetune.py            # 37 min on 2 busy CPU cores
     .venv/bin/python benchmarks/bench_finetune.py --json figures.json
     .venv/bin/python benchmarks/bench_finetune.py --quick    # smoke run, tiny backbone
+    .venv/bin/python benchmarks/bench_finetune.py --curve    # figure 1 at 256..8,192 images
+    .venv/bin/python benchmarks/bench_finetune.py --curve --sizes 256,1024 --repeats 3
     make benchmark
 
 Same backbone (MobileNetV3Small, 96x96, ``weights=None`` so nothing is
@@ -93,6 +95,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "full_epochs": 3,
         "memory_images": 60_000,
         "matmul_n": 2048,
+        "curve_sizes": [256, 512, 1024, 2048, 4096, 8192],
     },
     "quick": {  # a smoke run: every code path, tiny backbone, ratios meaningless
         "repeats": 1,
@@ -108,6 +111,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "full_epochs": 2,
         "memory_images": 256,
         "matmul_n": 512,
+        "curve_sizes": [64, 128],
     },
 }
 SEED = 0
@@ -309,6 +313,56 @@ def bench_frozen(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, A
         "trainable": trainable,
         "feature_cache": cache_info,
     }
+
+
+def bench_curve(
+    cfg: dict[str, Any], sizes: list[int], log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The frozen-phase figure (1) at each number of training images in ``sizes``.
+
+    Each size runs :func:`bench_frozen` (``frozen_epochs`` epochs, validation
+    a quarter of the training images, the three sides in rotating order,
+    ``repeats`` times), so both ratios (against recomputing the backbone and
+    against features by hand) are ratios of medians at that size.
+    """
+    rows = []
+    for n in sizes:
+        log(f"curve: {n} training images")
+        sized = {**cfg, "frozen_train": int(n), "frozen_val": max(cfg["batch_size"], int(n) // 4)}
+        figures = bench_frozen(sized, log)
+        rows.append({"images": int(n), **figures})
+        log(
+            f"curve {n:>6} images: finetunekit {figures['seconds']['finetunekit']:.2f} s, "
+            f"{figures['speedup_vs_recompute']:.2f}x vs recomputing, "
+            f"{figures['speedup_vs_features']:.2f}x vs features by hand"
+        )
+    return rows
+
+
+def curve_table(rows: list[dict[str, Any]]) -> str:
+    """The curve as a Markdown table: seconds (medians) and both ratios per size.
+
+    Example:
+        >>> row = {"images": 256, "seconds": {"keras_recompute": 8.0, "keras_features": 3.0,
+        ...        "finetunekit": 2.0}, "speedup_vs_recompute": 4.0, "speedup_vs_features": 1.5,
+        ...        "paired": {"speedup_vs_recompute": [4.0], "speedup_vs_features": [1.5]}}
+        >>> print(curve_table([row]).splitlines()[2])
+        | 256 | 8.00 | 3.00 | 2.00 | 4.00x (4.00) | 1.50x (1.50) |
+    """
+    lines = [
+        "| training images | Keras recompute (s) | Keras features by hand (s) "
+        "| finetunekit (s) | vs recompute | vs features by hand |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        sec, paired = row["seconds"], row["paired"]
+        lines.append(
+            f"| {row['images']} | {sec['keras_recompute']:.2f} | {sec['keras_features']:.2f} "
+            f"| {sec['finetunekit']:.2f} | {row['speedup_vs_recompute']:.2f}x "
+            f"({_list(paired['speedup_vs_recompute'])}) | {row['speedup_vs_features']:.2f}x "
+            f"({_list(paired['speedup_vs_features'])}) |"
+        )
+    return "\n".join(lines)
 
 
 def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
@@ -530,7 +584,7 @@ def machine() -> dict[str, Any]:
                     flags = set(value.split())
     except OSError:
         pass
-    wanted = ("avx2", "avx512f", "amx_bf16", "amx_tile")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     return {
         "cpu": model,
         "cores": os.cpu_count(),
@@ -645,6 +699,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny backbone and data")
     parser.add_argument("--repeats", type=int, default=None, help="override the repeats")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="only the frozen-phase ratios against the number of training images",
+    )
+    parser.add_argument(
+        "--sizes", default=None, help="the curve's training-image counts, e.g. 256,1024,4096"
+    )
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -664,6 +726,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(TensorFlow {tf.__version__}, Python {platform.python_version()}); {host}; "
         f"config: {cfg}"
     )
+    if args.curve:
+        sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else cfg["curve_sizes"]
+        rows = bench_curve(cfg, sizes, log)
+        curve = {"config": cfg, "machine": host, "curve": rows, "table": curve_table(rows)}
+        host["load_average_end"] = _load()
+        curve["seconds"] = time.perf_counter() - started
+        log("")
+        log(
+            f"CURVE: frozen phase, {cfg['frozen_epochs']} epochs, medians of {cfg['repeats']} "
+            f"repeats in rotating order; {cfg['backbone']} {cfg['size']}x{cfg['size']}, batch "
+            f"{cfg['batch_size']}; {host['cores']} CPUs {host['cpu']}; load average "
+            f"{host['load_average']} at the start, {host['load_average_end']} at the end; "
+            f"total {curve['seconds']:.0f} s"
+        )
+        log(curve["table"])
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(curve, fh, indent=2, default=str)
+        return curve
     log("frozen phase")
     frozen = bench_frozen(cfg, log)
     log("full fine-tuning")

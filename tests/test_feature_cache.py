@@ -309,3 +309,50 @@ def test_index_dataset_replays_as_dataset_order_for_every_source(tmp_path):
                 for (xb, yb), (ib, yb2) in zip(batches, indices, strict=True):
                     np.testing.assert_array_equal(xb.numpy(), inputs[ib.numpy()], err_msg=kind)
                     np.testing.assert_array_equal(yb.numpy(), yb2.numpy(), err_msg=kind)
+
+
+class _RecordBatches(keras.Model):
+    """Records the first feature of every example of every batch ``fit`` trains on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+        self.batches: list[list[float]] = []
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, data):
+        x, _ = data
+        self.batches.append(x.numpy()[:, 0].tolist())
+        return {"seen": tf.constant(0.0)}
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_one_iterator_for_all_epochs_gives_fit_the_batches_of_one_per_epoch(shuffle):
+    """FeatureCache.train_epochs_dataset (one iterator, steps_per_epoch) hands Keras' fit,
+    epoch by epoch, the very batches fit reads from train_dataset (new iterators every
+    epoch): checked against Keras itself, recording what each training step receives."""
+    n, batch, epochs = 11, 4, 4  # 3 batches per epoch, the last one short
+    features = np.arange(n, dtype="float32")[:, None] * np.ones((1, 3), "float32")
+    inputs = keras.Input((3,))
+    net = keras.Model(inputs, keras.layers.Identity()(inputs), name="net")
+    model = keras.Model(inputs, keras.layers.Dense(2)(net(inputs, training=False)))
+    data = ftk.DatasetAdapter.from_arrays(features, np.arange(n) % 2)
+    seen = {}
+    for way in ("per_epoch", "one_iterator"):
+        with feature_cache.FeatureCache(split_frozen(model, net), data, None, batch, 2**20) as c:
+            assert c.train_steps == 3 and c.replays_epochs()
+            recorder = _RecordBatches()
+            recorder.compile("sgd", "mse", run_eagerly=True)
+            if way == "per_epoch":
+                recorder.fit(c.train_dataset(shuffle=shuffle, seed=5), epochs=epochs, verbose=0)
+            else:
+                ds = c.train_epochs_dataset(epochs, shuffle=shuffle, seed=5)
+                recorder.fit(ds, steps_per_epoch=c.train_steps, epochs=epochs, verbose=0)
+            seen[way] = recorder.batches
+    assert len(seen["per_epoch"]) == epochs * 3
+    assert seen["one_iterator"] == seen["per_epoch"]
+    epoch_orders = [sum(seen["per_epoch"][e * 3 : e * 3 + 3], []) for e in range(epochs)]
+    assert all(sorted(order) == list(range(n)) for order in epoch_orders)  # each example once
+    assert (len({tuple(o) for o in epoch_orders}) > 1) is shuffle  # reshuffled every epoch

@@ -482,6 +482,58 @@ class FeatureCache:
         index_ds = self.train_data.index_dataset(self.batch_size, shuffle=shuffle, seed=seed)
         return self._dataset(self.stores[0], index_ds)
 
+    @property
+    def train_steps(self) -> int:
+        """Batches per training epoch."""
+        return -(-len(self.train_data) // self.batch_size)
+
+    def replays_epochs(self) -> bool:
+        """Whether :meth:`train_epochs_dataset` can be used: every epoch has ``train_steps`` batches.
+
+        The index dataset's number of batches must be known and equal to
+        :attr:`train_steps` (true for every finetunekit source, including
+        length-grouped text), so that epochs can be told apart by counting.
+        """
+        index_ds = self.train_data.index_dataset(self.batch_size)
+        return int(index_ds.cardinality()) == self.train_steps
+
+    def train_epochs_dataset(
+        self, epochs: int, *, shuffle: bool, seed: int | None
+    ) -> tf.data.Dataset:
+        """``epochs`` epochs of batched ``(features, y)`` in one dataset, for ONE iterator.
+
+        ``fit(..., steps_per_epoch=self.train_steps)`` on it sees in epoch
+        ``e`` exactly the batches ``fit`` sees in epoch ``e`` of
+        :meth:`train_dataset`, without Keras' two ``tf.data`` iterators per
+        epoch (each starts threads and a prefetch). ``fit`` reads the fresh
+        iterators number 0, 2, 4, ... of a dataset whose number of batches is
+        known (it makes one ahead at the end of every epoch and drops it), and
+        each fresh iterator of the index dataset draws the next shuffle, as
+        each repetition of ``repeat()`` does. So this reads the index dataset
+        repeated ``2 * epochs`` times and keeps the even repetitions (the odd
+        ones cost only their indices), then gathers the features. Use it only
+        when :meth:`replays_epochs`.
+
+        Args:
+            epochs: how many epochs the fit runs (at most).
+            shuffle: shuffle every epoch, as :meth:`train_dataset`.
+            seed: the shuffle seed.
+
+        Examples:
+            >>> cache.train_epochs_dataset(10, shuffle=True, seed=0)  # doctest: +SKIP
+        """
+        index_ds = self.train_data.index_dataset(self.batch_size, shuffle=shuffle, seed=seed)
+        steps = self.train_steps
+        kept = (
+            index_ds.repeat(2 * int(epochs))
+            .enumerate()
+            .filter(lambda i, batch: (i // steps) % 2 == 0)
+            .map(lambda i, batch: batch)
+        )
+        store = self.stores[0]
+        ds = kept.map(lambda idx, y: (store.gather(idx), y), num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
+
     def validation_dataset(self) -> tf.data.Dataset | None:
         """Batched ``(features, y)`` of the validation data, in order (or ``None``)."""
         if self.validation_data is None:
