@@ -345,6 +345,13 @@ def _write(result: Any, path: str, format: str, quantize: str | None, representa
         ) from exc
 
 
+def metadata_path(path: str, format: str) -> str:
+    """Where the JSON beside an export goes: inside a SavedModel folder, else ``<stem>.finetunekit.json``."""
+    if format == "saved_model":
+        return os.path.join(path, "finetunekit.json")
+    return os.path.splitext(path)[0] + ".finetunekit.json"
+
+
 def _write_metadata(result: Any, path: str, format: str, quantize: str | None) -> str:
     spec = result.model.inputs[0]
     meta = {
@@ -356,11 +363,7 @@ def _write_metadata(result: Any, path: str, format: str, quantize: str | None) -
         "output": {"shape": [None, *list(result.model.outputs[0].shape[1:])]},
         "info": result.info,
     }
-    target = (
-        os.path.join(path, "finetunekit.json")
-        if format == "saved_model"
-        else os.path.splitext(path)[0] + ".finetunekit.json"
-    )
+    target = metadata_path(path, format)
     with open(target, "w", encoding="utf-8") as handle:
         json.dump(meta, handle, indent=2, default=str)
     if format == "onnx":

@@ -255,7 +255,7 @@ def export_detector(
     tolerance: float | None,
 ) -> Any:
     """The detection side of :func:`finetunekit.export.export` (see the module docstring)."""
-    from finetunekit.export import _require, checked_report
+    from finetunekit.export import _require, checked_report, metadata_path
     from finetunekit.heads.detector import BOX_VARIANCE, predict_images
 
     model = result.model
@@ -330,11 +330,7 @@ def export_detector(
                 fix="Try format='saved_model', which keeps every TensorFlow op",
             )
         ) from exc
-    target = (
-        os.path.join(path, "finetunekit.json")
-        if format == "saved_model"
-        else os.path.splitext(path)[0] + ".finetunekit.json"
-    )
+    target = metadata_path(path, format)
     with open(target, "w", encoding="utf-8") as handle:
         json.dump(meta, handle, indent=2, default=str)
     return checked_report(
