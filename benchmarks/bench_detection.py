@@ -445,7 +445,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b > 0 else "n/a"
+    """``a / b`` to two places; ``"n/a"`` when ``b`` is zero as printed (below 0.0005)."""
+    return f"{a / b:.2f}" if b >= 5e-4 else "n/a"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

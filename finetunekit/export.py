@@ -23,7 +23,7 @@ from finetunekit.errors import ExportError, format_error
 
 __all__ = ["ExportError", "ExportReport", "FORMATS", "export", "run_exported"]
 
-FORMATS = ("keras", "saved_model", "onnx", "litert")
+FORMATS = ("keras", "saved_model", "onnx", "litert", "transformers")
 QUANTIZATIONS = (None, "dynamic", "int8")
 _SUFFIX = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
 _DEFAULT_TOLERANCE = {None: 1e-4, "dynamic": 0.15, "int8": 0.3}
@@ -91,7 +91,9 @@ def export(
     Args:
         result: a ``FineTuneResult``.
         path: where to write (a folder for ``"saved_model"``, a file otherwise).
-        format: ``"keras"``, ``"saved_model"``, ``"onnx"`` or ``"litert"``.
+        format: ``"keras"``, ``"saved_model"``, ``"onnx"`` or ``"litert"``;
+            ``"transformers"`` (a Hugging Face folder) for a generative model
+            whose KerasHub architecture can be exported (docs/generative.md).
         quantize: LiteRT post-training quantisation: ``None``, ``"dynamic"``
             (dynamic-range int8 weights) or ``"int8"`` (full integer, needs
             ``representative_data``).
@@ -117,20 +119,20 @@ def export(
     """
     path = os.fspath(path)
     _check_arguments(path, format, quantize, representative_data, tolerance)
-    if result.task == "detection":  # decoded boxes, or the raw network + a decode step
-        from finetunekit.heads.detector_export import export_detector
-
-        if quantize == "int8":
-            raise ExportError(
-                format_error(
-                    "Full-integer quantisation is not available for detectors",
-                    expected="quantize=None or 'dynamic'",
-                    received={"quantize": quantize},
-                    fix="Pass quantize='dynamic'",
-                )
+    own = result.task_object.export_result(  # detection, generative text: their own artifacts
+        result, path, format, quantize=quantize, sample=sample, tolerance=tolerance
+    )
+    if own is not None:
+        return own  # type: ignore[no-any-return]
+    if format == "transformers":
+        raise ExportError(
+            format_error(
+                f"format='transformers' (a Hugging Face folder) is for causal language models; "
+                f"this is a {result.task} model",
+                expected="format 'keras', 'saved_model', 'onnx' or 'litert'",
+                received={"format": format, "task": result.task},
+                fix="Pass format='saved_model' (or 'onnx' / 'litert')",
             )
-        return export_detector(  # type: ignore[no-any-return]
-            result, path, format, quantize=quantize, sample=sample, tolerance=tolerance
         )
     from finetunekit.training.lora import merged_result
 
@@ -347,7 +349,7 @@ def _write(result: Any, path: str, format: str, quantize: str | None, representa
 
 def metadata_path(path: str, format: str) -> str:
     """Where the JSON beside an export goes: inside a SavedModel folder, else ``<stem>.finetunekit.json``."""
-    if format == "saved_model":
+    if format in ("saved_model", "transformers"):  # folders
         return os.path.join(path, "finetunekit.json")
     return os.path.splitext(path)[0] + ".finetunekit.json"
 

@@ -86,6 +86,7 @@ class FineTuner:
         self._backbone: Backbone | None = None
         self._head = HeadReplacer()
         self._trainer = Trainer()
+        self._trainer_given = False  # with_trainer called: the task's default_trainer is not used
         self._evaluator = Evaluator()
 
     # ------------------------------------------------------------------ recipe
@@ -171,7 +172,7 @@ class FineTuner:
                     fix="Pass Trainer(epochs=5)",
                 )
             )
-        return self._replace(trainer=trainer)
+        return self._replace(trainer=trainer, trainer_given=True)
 
     def with_evaluator(self, evaluator: Evaluator) -> FineTuner:
         """Returns a new recipe with ``evaluator``."""
@@ -262,7 +263,7 @@ class FineTuner:
         if isinstance(validation, float):
             train, validation = train.split(validation, seed=self._trainer.seed or 0)
         task = train.task_object
-        trainer = self._effective_trainer()
+        trainer = self._effective_trainer(task)
         task.check_recipe(train, validation, head=self._head, trainer=trainer)
         if validation is not None:
             check_compatible(train, validation)
@@ -282,9 +283,14 @@ class FineTuner:
             trainer.check_backbone(known)
         return Prepared(train=train, validation=validation, task=task, units=units, trainer=trainer)
 
-    def _effective_trainer(self) -> Trainer:
-        """The Trainer with the settings other steps still accept (deprecated) moved onto it."""
+    def _effective_trainer(self, task: Any = None) -> Trainer:
+        """The Trainer, with the settings other steps still accept (deprecated) moved onto it.
+
+        Without ``with_trainer``, the task's ``default_trainer()`` where it has one.
+        """
         trainer = self._trainer
+        if not self._trainer_given and task is not None:
+            trainer = task.default_trainer() or trainer
         moved: dict[str, Any] = {}
         for owner, arg, value in (
             ("HeadReplacer", "label_smoothing", self._head.label_smoothing),
@@ -440,7 +446,11 @@ class FineTuner:
 
         task = train.task_object
         own = task.build_model(
-            self._backbone, train, head=self._head, trainer=self._trainer, units=units
+            self._backbone,
+            train,
+            head=self._head,
+            trainer=self._effective_trainer(task),
+            units=units,
         )
         if own is not None:  # detection, generative text: the task builds the whole model
             return own  # type: ignore[no-any-return]
@@ -488,13 +498,18 @@ class FineTuner:
         """Returns the JSON-serialisable recipe (no data, no arrays, no weights).
 
         A validation fraction is kept; data and validation datasets are not.
+        Without ``with_trainer``, the trainer saved is the one ``fit`` would
+        use (the data's task may have its own default, see ``Task.default_trainer``).
         """
+        trainer = self._trainer
+        if not self._trainer_given and self._data is not None:
+            trainer = self._data.task_object.default_trainer() or trainer
         return {
             "format": "finetunekit.FineTuner",
             "version": 1,
             "backbone": self._backbone.get_config() if self._backbone else None,
             "head": self._head.get_config(),
-            "trainer": self._trainer.get_config(),
+            "trainer": trainer.get_config(),
             "evaluator": self._evaluator.get_config(),
             "validation": self._validation if isinstance(self._validation, float) else None,
         }

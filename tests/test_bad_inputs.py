@@ -272,6 +272,12 @@ def _detector_export_int8(c: Ctx) -> Any:
     )
 
 
+def _classifier_export_transformers(c: Ctx) -> Any:
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    result = ftk.FineTuneResult(model=net, task="multiclass", class_names=["a", "b"])
+    return result.export(Path(c.no_images_dir).parent / "hf", "transformers")
+
+
 def _detection_fit(c: Ctx) -> ftk.FineTuneResult:
     return _tuner(c, data=_detection(), label_smoothing=0.1).fit()
 
@@ -444,6 +450,12 @@ BAD_INPUTS = [
     R(_detection_fit, ftk.TrainerError, "label_smoothing", id="detection-label-smoothing"),
     R(_detector_predict_gray, ftk.InputShapeError, "images[0]", id="detector-predict-channels"),
     R(_detector_export_int8, ftk.ExportError, "quantize", id="detector-export-int8"),
+    R(
+        _classifier_export_transformers,
+        ftk.ExportError,
+        "format",
+        id="classifier-export-transformers",
+    ),
     R(
         lambda c: DatasetAdapter.from_prompts(["a", None], ["b", "c"]),
         ftk.DataError,

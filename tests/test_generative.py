@@ -306,6 +306,23 @@ def test_recipe_errors_before_training(
         tuner.fit()
 
 
+def test_default_trainer_is_the_tasks_own(gguf_file: str, data: Any) -> None:
+    backbone = ftk.Backbone.from_gguf(gguf_file, sequence_length=16)
+    tuner = ftk.FineTuner().with_data(data).with_backbone(backbone)  # no with_trainer
+    trainer = tuner.prepare().trainer  # (Trainer() alone would raise: epochs=10)
+    assert (trainer.epochs, trainer.fine_tune_epochs) == (0, 3)
+    assert trainer.phases(Generative()) == [(2, 1e-3, 0, 3)]
+    assert tuner.get_config()["trainer"]["fine_tune_epochs"] == 3
+    # a Trainer the user gives is never replaced; an explicit rate wins over the task's
+    with pytest.raises(ftk.TrainerError, match="epochs=0"):
+        tuner.with_trainer(ftk.Trainer()).prepare()
+    assert ftk.Trainer(fine_tune_epochs=1).resolved_fine_tune_rate(Generative()) == 1e-3
+    assert ftk.Trainer(learning_rate=0.5).resolved_fine_tune_rate(Generative()) == 0.005
+    assert ftk.Trainer(fine_tune_learning_rate=5e-4).resolved_fine_tune_rate(Generative()) == 5e-4
+    other = ftk.FineTuner().with_data((np.zeros((4, 3)), [0, 1, 0, 1]))
+    assert other.get_config()["trainer"] == ftk.Trainer().get_config()  # other tasks: Trainer()
+
+
 def test_backbone_without_causal_lm_refused(data: Any) -> None:
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="dense")
     backbone = ftk.Backbone.from_model(net)
@@ -364,6 +381,47 @@ def test_save_merges_lora_and_load_generates_the_same(result: Any, tmp_path: Pat
     assert again.task == "generative" and not lora_layers(again.model)
     np.testing.assert_allclose(again.model(x), result.model(x), atol=1e-5)
     assert again.generate(PROMPTS[:4], max_length=12) == result.generate(PROMPTS[:4], max_length=12)
+
+
+def test_export_transformers_folder_holds_the_merged_weights(
+    result: Any, gguf_file: str, tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    from finetunekit.training.lora import _adapters
+
+    report = result.export(tmp_path / "hf", format="transformers", sample=PROMPTS[:4])
+    assert report.ok and report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
+    files = {p.name for p in (tmp_path / "hf").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.model", "finetunekit.json"} <= files
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["num_hidden_layers"] == result.model.backbone.num_layers
+    # reference by hand: the first query projection, W + alpha / r * A @ B, as HF lays it out
+    layer = next(x for x in lora_layers(result.model) if "query" in x.path)
+    kernel, a, b = (np.asarray(keras.ops.convert_to_numpy(v)) for v in _adapters(layer)[:3])
+    scale = result.info["lora"]["alpha"] / result.info["lora"]["rank"]
+    delta = scale * np.tensordot(a, b, axes=([-1], [0]))  # A (..., r) @ B (r, out)
+    merged = kernel + delta
+    assert np.abs(delta).max() > 1e-4  # the adapters moved: an unmerged export would differ
+    weights = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    block = int(layer.path.split("/")[0].rsplit("_", 1)[1])  # decoder_block_<i>/attention/query
+    hf = weights[f"model.layers.{block}.self_attn.q_proj.weight"]
+    heads, hidden, head_dim = merged.shape  # KerasHub "btd,ndh->btnh"; HF rows: head by head
+    want = merged.transpose(0, 2, 1).reshape(heads * head_dim, hidden)
+    np.testing.assert_allclose(hf, want, atol=1e-6)
+    # finetunekit reads the folder back as a preset (KerasHub's Hugging Face converter)
+    again = ftk.Backbone.from_preset(str(tmp_path / "hf"), sequence_length=16).causal_lm()
+    want = result.model.generate(PROMPTS[:2], max_length=12)  # KerasHub's generate, both sides
+    assert again.generate(PROMPTS[:2], max_length=12) == want
+
+
+def test_export_refuses_other_formats(result: Any, tmp_path: Path) -> None:
+    with pytest.raises(ftk.ExportError, match="Hugging Face folder or a .keras"):
+        result.export(tmp_path / "sm", format="saved_model")
+    with pytest.raises(ftk.ExportError, match="list of non-empty strings"):
+        result.export(tmp_path / "hf", format="transformers", sample=[1, 2])
+    report = result.export(tmp_path / "lm.keras", format="keras", sample=PROMPTS[:2])
+    assert report.ok and report.max_abs_diff < 1e-4
 
 
 def test_adapters_alone_round_trip(result: Any, gguf_file: str, tmp_path: Path) -> None:
@@ -485,7 +543,7 @@ def _byte_chars() -> list[str]:
 
 
 @pytest.mark.slow
-def test_example_script_runs_end_to_end(gguf_file: str) -> None:
+def test_example_script_runs_end_to_end(gguf_file: str, tmp_path: Path) -> None:
     """examples/generative.py on the tiny GGUF model; its data file is make_dates()' output."""
     import importlib.util
 
@@ -496,7 +554,25 @@ def test_example_script_runs_end_to_end(gguf_file: str) -> None:
     spec.loader.exec_module(example)
     rows = [json.loads(line) for line in Path(example.DATA).read_text().splitlines()]
     assert rows == example.make_dates()
-    figures = example.run(gguf_file, train_size=16, test_size=8, epochs=1, batch_size=8)
+    argv = ["--model", gguf_file, "--train", "16", "--test", "8", "--epochs", "1"]
+    figures = example.main([*argv, "--export", str(tmp_path / "hf")])
     assert (figures["train"], figures["test"]) == (16, 8)
+    assert figures["export"]["ok"] and (tmp_path / "hf" / "model.safetensors").exists()
     assert figures["trained_weights"] == figures["result"].info["lora"]["params"] > 0
     assert 0.0 <= figures["exact_match"] <= 1.0 and figures["tokens_per_second"] > 0
+
+
+def test_benchmark_sides_train_the_same_weights_on_the_same_tokens(gguf_file: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_generative
+
+    args = bench_generative.parse(
+        ["--model", gguf_file, "--train", "16", "--epochs", "2", "--sequence-length", "16"]
+    )
+    hand = bench_generative.run_side("hand", args)
+    ours = bench_generative.run_side("finetunekit", args)
+    assert hand["tokens_per_epoch"] == ours["tokens_per_epoch"] > 16 * 8  # no padding counted
+    assert hand["trained_weights"] == ours["trained_weights"] > 0  # LoRA alone, both sides
+    assert len(hand["epoch_seconds"]) == len(ours["epoch_seconds"]) == 2

@@ -93,6 +93,9 @@ class Task:
     activation: ClassVar[str] = "linear"
     #: the phase-1 rate of ``Trainer(learning_rate="auto")`` (phase 2: a hundredth)
     default_learning_rate: ClassVar[float] = 1e-2
+    #: the phase-2 rate when ``fine_tune_learning_rate`` is unset (``None``: a
+    #: hundredth of the phase-1 rate)
+    default_fine_tune_learning_rate: ClassVar[float | None] = None
     has_classes: ClassVar[bool] = False
     single_label: ClassVar[bool] = False
     headline_metric: ClassVar[str] = "mse"
@@ -248,6 +251,17 @@ class Task:
         run anyway).
         """
 
+    def default_trainer(self) -> Any:
+        """The ``Trainer`` of a recipe that never called ``with_trainer``.
+
+        Called by :meth:`finetunekit.FineTuner.prepare`; ``None`` (the
+        default) keeps ``Trainer()``. A task whose training has another shape
+        returns its own (generative text: the causal LM trains in phase 2
+        only, so ``Trainer(epochs=0, fine_tune_epochs=3)``). A Trainer the
+        user passes is never replaced.
+        """
+        return None
+
     def build_model(self, backbone: Any, train: Any, *, head: Any, trainer: Any, units: int) -> Any:
         """The whole model, for a task whose model is not "backbone features -> head".
 
@@ -291,6 +305,27 @@ class Task:
         The default returns ``built`` unchanged.
         """
         return built
+
+    def export_result(
+        self,
+        result: Any,
+        path: str,
+        format: str,
+        *,
+        quantize: str | None,
+        sample: Any,
+        tolerance: float | None,
+    ) -> Any:
+        """Writes and checks ``result``'s export, for a task with its own artifacts.
+
+        Called first by :func:`finetunekit.export.export` (the arguments are
+        already checked). A task whose model does not export as "raw input ->
+        output array" (detection: decoded boxes or the raw network plus a
+        decode step; generative text: a Hugging Face folder) writes it,
+        compares it with the Keras model and returns an ``ExportReport``;
+        ``None`` (the default) lets ``export`` write the model as is.
+        """
+        return None
 
     # ------------------------------------------------------------------ results
     def evaluate_model(

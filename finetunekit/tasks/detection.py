@@ -269,6 +269,40 @@ class Detection(Task):
 
         return predict_images(model, x, batch_size=batch_size, class_names=class_names)
 
+    def export_result(
+        self,
+        result: Any,
+        path: str,
+        format: str,
+        *,
+        quantize: str | None,
+        sample: Any,
+        tolerance: float | None,
+    ) -> Any:
+        """SavedModel: raw images in, decoded boxes out; LiteRT / ONNX: the raw network.
+
+        See :func:`finetunekit.heads.detector_export.export_detector`.
+
+        Raises:
+            ExportError: ``quantize="int8"`` or ``format="transformers"``.
+        """
+        from finetunekit.errors import ExportError
+        from finetunekit.heads.detector_export import export_detector
+
+        if quantize == "int8" or format == "transformers":
+            raise ExportError(
+                format_error(
+                    f"A detector does not export with format={format!r}, quantize={quantize!r}",
+                    expected="format 'saved_model', 'litert', 'onnx' or 'keras'; quantize None "
+                    "or 'dynamic'",
+                    received={"format": format, "quantize": quantize},
+                    fix="Pass format='saved_model', or quantize='dynamic' for LiteRT",
+                )
+            )
+        return export_detector(
+            result, path, format, quantize=quantize, sample=sample, tolerance=tolerance
+        )
+
     def expected_widths(
         self, class_names: list[str], y_true: np.ndarray
     ) -> tuple[set[int], str] | None:

@@ -19,7 +19,8 @@ similar length, so short examples do not pay for long ones.
 
 Phases: an LM keeps its head, so there is nothing to train on a frozen
 backbone: the task trains in the Trainer's phase 2 only (``Trainer(epochs=0,
-fine_tune_epochs=3, fine_tune_learning_rate=2e-4)``). LoRA is on by default:
+fine_tune_epochs=3)``, the task's default Trainer, at its own rate
+:data:`DEFAULT_RATE` with ``learning_rate="auto"``). LoRA is on by default:
 with ``Trainer(lora_rank=None)`` adapters of rank :data:`DEFAULT_LORA_RANK` go
 on the backbone's attention query / value projections (KerasHub's own
 targets; ``lora_alpha`` and ``lora_layers`` from the Trainer);
@@ -75,6 +76,11 @@ SAMPLERS = ("greedy", "top_k", "top_p", "beam", "random", "contrastive")
 #: the label of positions the loss ignores (prompt, padding)
 IGNORED = -1
 PAD_MULTIPLE = 8
+#: the phase-2 rate of ``Trainer(learning_rate="auto")`` for a causal LM (LoRA
+#: rank 8 on Gemma 3 270M, dates task: see docs/generative.md)
+DEFAULT_RATE = 1e-3
+#: the epochs of :meth:`Generative.default_trainer`
+DEFAULT_EPOCHS = 3
 _ADAPTERS_FORMAT = "finetunekit.adapters"
 
 
@@ -283,6 +289,9 @@ class Generative(Task):
 
     name: ClassVar[str] = "generative"
     headline_metric: ClassVar[str] = "exact_match"
+    #: the LoRA / full fine-tuning rate of ``Trainer(learning_rate="auto")``
+    #: (measured in docs/generative.md)
+    default_fine_tune_learning_rate: ClassVar[float | None] = DEFAULT_RATE
 
     def __init__(self, lora: bool = True) -> None:
         self.lora = check_bool("lora", lora, error=ConfigError)
@@ -333,6 +342,21 @@ class Generative(Task):
         return [ResponseTokenAccuracy()]
 
     # ------------------------------------------------------------------ the recipe
+    def default_trainer(self) -> Any:
+        """``Trainer(epochs=0, fine_tune_epochs=3)``: the causal LM trains in phase 2 only.
+
+        Its rate is :attr:`default_fine_tune_learning_rate`. Used when the
+        recipe has no ``with_trainer``.
+
+        Examples:
+            >>> from finetunekit import tasks
+            >>> tasks.Generative().default_trainer()
+            Trainer(epochs=0, fine_tune_epochs=3)
+        """
+        from finetunekit.training.trainer import Trainer
+
+        return Trainer(epochs=0, fine_tune_epochs=DEFAULT_EPOCHS)
+
     def check_recipe(self, train: Any, validation: Any, *, head: Any, trainer: Any) -> None:
         """Raises before anything is built when the head, Trainer or data do not fit.
 
@@ -370,7 +394,8 @@ class Generative(Task):
                         "epochs": trainer.epochs,
                         "fine_tune_epochs": trainer.fine_tune_epochs,
                     },
-                    fix="Pass Trainer(epochs=0, fine_tune_epochs=3, fine_tune_learning_rate=2e-4)",
+                    fix="Pass Trainer(epochs=0, fine_tune_epochs=3), or no Trainer at all (the "
+                    "task's default)",
                 )
             )
         if not self.lora and trainer.lora_rank is not None:
@@ -629,6 +654,26 @@ class Generative(Task):
     ) -> list[str]:
         """``result.predict``: the greedy generation for each prompt (see :meth:`generate`)."""
         return self.generate(model, x, sampler="greedy", batch_size=batch_size)
+
+    def export_result(
+        self,
+        result: Any,
+        path: str,
+        format: str,
+        *,
+        quantize: str | None,
+        sample: Any,
+        tolerance: float | None,
+    ) -> Any:
+        """A Hugging Face folder (``"transformers"``) or a ``.keras`` file, logits compared.
+
+        See :func:`finetunekit.tasks.generative_export.export_causal_lm`.
+        """
+        from finetunekit.tasks.generative_export import export_causal_lm
+
+        return export_causal_lm(
+            result, path, format, quantize=quantize, sample=sample, tolerance=tolerance
+        )
 
     def merge_lora(self, model: Any) -> Any:
         """``result.merge_lora``: the ``CausalLM`` with its adapters folded in (:func:`merge_causal_lm`)."""

@@ -169,7 +169,9 @@ class Trainer(Settings):
         batch_size: examples per batch.
         fine_tune_epochs: phase-2 epochs; 0 (default) skips phase 2.
         fine_tune_learning_rate: phase-2 rate; default the phase-1 rate / 100
-            (``1e-4`` for a new head with the defaults).
+            (``1e-4`` for a new head with the defaults), or with
+            ``learning_rate="auto"`` the task's own phase-2 rate where it has
+            one (generative text's LoRA adapters, see ``docs/generative.md``).
             A ``(low, high)`` range gives the head and the top layer group
             ``high``, the deepest group ``low``, geometrically spaced between
             (one Keras optimizer per group, see ``training/discriminative.py``).
@@ -437,9 +439,22 @@ class Trainer(Settings):
         return float((task if task is not None else Task).default_learning_rate)
 
     def resolved_fine_tune_rate(self, task: Any = None) -> Any:
-        """The phase-2 rate: ``fine_tune_learning_rate``, else the phase-1 rate / 100."""
+        """The phase-2 rate: ``fine_tune_learning_rate``, else the task's own.
+
+        The task's own is its ``default_fine_tune_learning_rate`` (generative
+        text: the LoRA rate measured in docs/generative.md) when it has one,
+        else the phase-1 rate / 100.
+
+        Examples:
+            >>> import finetunekit as ftk
+            >>> ftk.Trainer().resolved_fine_tune_rate()
+            0.0001
+        """
         if self.fine_tune_learning_rate is not None:
             return self.fine_tune_learning_rate
+        own = getattr(task, "default_fine_tune_learning_rate", None)
+        if own is not None and self.learning_rate == "auto":
+            return float(own)
         rate = self.resolved_learning_rate(task)
         if isinstance(rate, tuple):
             return (rate[0] / 100.0, rate[1] / 100.0)
