@@ -283,14 +283,18 @@ class FineTuner:
             trainer.check_backbone(known)
         return Prepared(train=train, validation=validation, task=task, units=units, trainer=trainer)
 
+    def _base_trainer(self, task: Any = None) -> Trainer:
+        """The Trainer given by ``with_trainer``, else the task's ``default_trainer()`` or ``Trainer()``."""
+        if self._trainer_given or task is None:
+            return self._trainer
+        return task.default_trainer() or self._trainer
+
     def _effective_trainer(self, task: Any = None) -> Trainer:
         """The Trainer, with the settings other steps still accept (deprecated) moved onto it.
 
         Without ``with_trainer``, the task's ``default_trainer()`` where it has one.
         """
-        trainer = self._trainer
-        if not self._trainer_given and task is not None:
-            trainer = task.default_trainer() or trainer
+        trainer = self._base_trainer(task)
         moved: dict[str, Any] = {}
         for owner, arg, value in (
             ("HeadReplacer", "label_smoothing", self._head.label_smoothing),
@@ -501,9 +505,7 @@ class FineTuner:
         Without ``with_trainer``, the trainer saved is the one ``fit`` would
         use (the data's task may have its own default, see ``Task.default_trainer``).
         """
-        trainer = self._trainer
-        if not self._trainer_given and self._data is not None:
-            trainer = self._data.task_object.default_trainer() or trainer
+        trainer = self._base_trainer(self._data.task_object if self._data is not None else None)
         return {
             "format": "finetunekit.FineTuner",
             "version": 1,
