@@ -42,7 +42,13 @@ Usage:
     .venv/bin/python benchmarks/bench_finetune.py --quick    # smoke run, tiny backbone
     .venv/bin/python benchmarks/bench_finetune.py --curve    # figure 1 at 256..8,192 images
     .venv/bin/python benchmarks/bench_finetune.py --curve --sizes 256,1024 --repeats 3
+    .venv/bin/python benchmarks/bench_finetune.py --full --backbone resnet50 --full-train 256
     make benchmark
+
+``--full`` runs figure 2 alone; ``--backbone`` swaps the backbone of every
+figure (``resnet50``: the conv net where bfloat16 can pay, issue 18), and
+``--full-train`` / ``--full-epochs`` size figure 2. The table then also says
+which precision finetunekit's ``precision="auto"`` chose for phase 2.
 
 Same backbone (MobileNetV3Small, 96x96, ``weights=None`` so nothing is
 downloaded), data (synthetic uint8 images), batch size, epochs, optimizer
@@ -380,6 +386,7 @@ def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any
     trainable: dict[str, int] = {}
     bn_gamma_beta = 0
     model = None
+    precision: dict[str, Any] = {}
     for order in rotations(list(FULL_SIDES), cfg["repeats"]):
         for side in order:
             keras.backend.clear_session()
@@ -396,6 +403,7 @@ def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any
                     callbacks=[timer],
                 )
                 model = result.model
+                precision = result.info.get("precision", {}).get("phase2", {})
                 acc = result.history["accuracy"][-1]
                 trainable[side] = keras_baseline.trainable_count(model)
             else:
@@ -438,8 +446,37 @@ def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any
         "accuracy": _medians(accuracy),
         "trainable": trainable,
         "bn_gamma_beta": bn_gamma_beta,
+        "precision": precision,
         "model": model,
     }
+
+
+def full_table(cfg: dict[str, Any], full: dict[str, Any]) -> str:
+    """Figure 2 alone as a table: images/s per side, the ratios and the precision used.
+
+    Example:
+        >>> full = {"images_per_s": {"keras_same": 10.0, "keras_default": 8.0, "finetunekit": 12.0},
+        ...         "ratio_same": 1.2, "ratio_default": 1.5,
+        ...         "paired": {"ratio_same": [1.2], "ratio_default": [1.5]},
+        ...         "trainable": {"keras_same": 5, "keras_default": 7, "finetunekit": 5},
+        ...         "precision": "float32"}
+        >>> print(full_table({}, full).splitlines()[2])
+        | keras_same | 10.0 | 1.20x (1.20) | 5 |
+    """
+    lines = [
+        "| side | images/s | finetunekit / side (repeats) | trainable |",
+        "| --- | --- | --- | --- |",
+    ]
+    ratio_of = {"keras_same": "ratio_same", "keras_default": "ratio_default"}
+    for side, rate in full["images_per_s"].items():
+        ratio = ""
+        if side in ratio_of:
+            key = ratio_of[side]
+            ratio = f"{full[key]:.2f}x ({_list(full['paired'][key])})"
+        lines.append(f"| {side} | {rate:.1f} | {ratio} | {full['trainable'][side]:,} |")
+    if full.get("precision"):
+        lines.append(f"\nfinetunekit's phase-2 precision: {full['precision']}")
+    return "\n".join(lines)
 
 
 def step_flops_per_example(model: keras.Model, batch_size: int, classes: int) -> float:
@@ -693,6 +730,29 @@ def summary_table(figures: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _finish(
+    figures: dict[str, Any],
+    title: str,
+    started: float,
+    json_path: str | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Ends a one-figure run: load and time in the title, the table, the JSON file."""
+    host = figures["machine"]
+    host["load_average_end"] = _load()
+    figures["seconds"] = time.perf_counter() - started
+    log("")
+    log(
+        f"{title}; {host['cores']} CPUs {host['cpu']}; load average {host['load_average']} at "
+        f"the start, {host['load_average_end']} at the end; total {figures['seconds']:.0f} s"
+    )
+    log(figures["table"])
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(figures, fh, indent=2, default=str)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark, prints the figures and returns them."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
@@ -707,6 +767,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sizes", default=None, help="the curve's training-image counts, e.g. 256,1024,4096"
     )
+    parser.add_argument(
+        "--full", action="store_true", help="only figure 2: full fine-tuning throughput"
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        choices=sorted(keras_baseline.BASES),
+        help="the backbone of every figure (default mobilenet_v3_small; e.g. resnet50)",
+    )
+    parser.add_argument("--full-train", type=int, default=None, help="figure 2's images")
+    parser.add_argument("--full-epochs", type=int, default=None, help="figure 2's epochs")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -715,6 +786,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = dict(CONFIGS["quick" if args.quick else "full"])
     if args.repeats:
         cfg["repeats"] = args.repeats
+    if args.backbone:
+        cfg["backbone"] = args.backbone
+    if args.full_train:
+        cfg["full_train"] = args.full_train
+    if args.full_epochs:
+        cfg["full_epochs"] = args.full_epochs
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -730,21 +807,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else cfg["curve_sizes"]
         rows = bench_curve(cfg, sizes, log)
         curve = {"config": cfg, "machine": host, "curve": rows, "table": curve_table(rows)}
-        host["load_average_end"] = _load()
-        curve["seconds"] = time.perf_counter() - started
-        log("")
-        log(
+        title = (
             f"CURVE: frozen phase, {cfg['frozen_epochs']} epochs, medians of {cfg['repeats']} "
             f"repeats in rotating order; {cfg['backbone']} {cfg['size']}x{cfg['size']}, batch "
-            f"{cfg['batch_size']}; {host['cores']} CPUs {host['cpu']}; load average "
-            f"{host['load_average']} at the start, {host['load_average_end']} at the end; "
-            f"total {curve['seconds']:.0f} s"
+            f"{cfg['batch_size']}"
         )
-        log(curve["table"])
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(curve, fh, indent=2, default=str)
-        return curve
+        return _finish(curve, title, started, args.json, log)
+    if args.full:
+        full = bench_full(cfg, log)
+        full.pop("model")
+        only = {"config": cfg, "machine": host, "full": full, "table": full_table(cfg, full)}
+        title = (
+            f"FULL: steady-epoch throughput, medians of {cfg['repeats']} repeats in rotating "
+            f"order; {cfg['backbone']} {cfg['size']}x{cfg['size']}, {cfg['full_train']} images, "
+            f"{cfg['full_epochs']} epochs, batch {cfg['batch_size']}"
+        )
+        return _finish(only, title, started, args.json, log)
     log("frozen phase")
     frozen = bench_frozen(cfg, log)
     log("full fine-tuning")

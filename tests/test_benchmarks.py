@@ -89,6 +89,40 @@ def test_bench_finetune_figures_are_medians_and_their_ratios(bench_finetune):
 
 
 @pytest.mark.slow
+def test_bench_finetune_quick_curve_rows_are_the_ratios_of_medians(bench_finetune, tmp_path):
+    """`--quick --curve --sizes 64`: one row per size; its ratios are ratios of the medians."""
+    out = tmp_path / "curve.json"
+    curve = bench_finetune.main(["--quick", "--curve", "--sizes", "64", "--json", str(out)])
+    (row,) = curve["curve"]
+    assert row["images"] == 64 and json.loads(out.read_text())["curve"][0]["images"] == 64
+    medians = {k: statistics.median(v) for k, v in row["runs"].items()}
+    assert row["speedup_vs_recompute"] == pytest.approx(
+        medians["keras_recompute"] / medians["finetunekit"], rel=1e-12
+    )
+    assert f"{row['speedup_vs_features']:.2f}x" in curve["table"]
+    assert curve["machine"]["load_average_end"] and curve["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_bench_finetune_full_only_with_another_backbone(bench_finetune, capsys):
+    """`--full --backbone --full-train --full-epochs`: figure 2 alone on the chosen backbone,
+    its table the medians and their ratios, and the precision finetunekit used recorded."""
+    out = bench_finetune.main(
+        ["--quick", "--full", "--backbone", "tiny_cnn", "--full-train", "64", "--full-epochs", "2"]
+    )
+    stdout = capsys.readouterr().out
+    assert out["config"]["full_train"] == 64 and out["config"]["full_epochs"] == 2
+    full = out["full"]
+    assert full["precision"]["policy"] == "float32"  # a tiny model is never timed
+    for side, runs in full["runs"].items():
+        cells = _table_row(stdout, f"{side} |")
+        assert float(cells[1]) == pytest.approx(statistics.median(runs), abs=0.05)
+    cells = _table_row(stdout, "keras_same |")
+    assert _first_number(cells[2])[0] == pytest.approx(full["ratio_same"], abs=5e-3)
+    assert "frozen phase" not in stdout  # figure 2 only
+
+
+@pytest.mark.slow
 def test_bench_finetune_quick_like_for_like(bench_finetune, tmp_path, capsys):
     """`bench_finetune.py --quick` runs; equal trainable sets, learnt tasks, ratios from medians."""
     out = tmp_path / "figures.json"
@@ -234,6 +268,22 @@ def test_tf_onednn_crash_script_runs_a_case_in_a_child_process(capsys):
     assert rows == [{"case": "conv3x3_stride2", "onednn": "0", "jit": "0", "outcome": "ok"}]
     cells = _table_row(capsys.readouterr().out, "conv3x3_stride2 |")
     assert cells[:4] == ["conv3x3_stride2", "0", "False", "ok"]
+
+
+@pytest.mark.slow
+def test_bench_head_steps_quick_each_mode_trains_every_step(capsys):
+    """`bench_head_steps.py --quick`: every mode, in its own process, takes one optimizer step
+    per batch of every epoch (256 examples / 32 x 2 epochs), and the table is the medians."""
+    module = _load("bench_head_steps")
+    out = module.main(["--quick", "--modes", "fit,bare"])
+    stdout = capsys.readouterr().out
+    assert out["steps"] == 16
+    for mode in ("fit", "bare"):
+        (run,) = out["runs"][mode]
+        assert run["steps"] == 16 and run["seconds"] > 0, run
+        cells = _table_row(stdout, f"{mode} |")
+        assert float(cells[1]) == pytest.approx(out["medians"][mode], abs=5e-3)
+        assert float(cells[2]) == pytest.approx(1000 * out["medians"][mode] / 16, abs=5e-3)
 
 
 # bench_head_rate --quick: tiny_cnn (128 images, 40 head steps), 1 seed. Measured 2026-12-03:
