@@ -20,6 +20,16 @@ Modes:
 * ``bare``: a ``GradientTape`` and ``optimizer.apply`` per batch in one
   ``tf.function`` per epoch: no metrics, nothing of Keras' loop.
 * ``bare_xla``: ``bare`` with the step compiled by XLA.
+* ``fit_head``: finetunekit's head loop (``finetunekit.training.fit_loop.fit_head``,
+  what the cached phase runs now): Keras' ``train_step`` and ``test_step``, an
+  epoch per ``tf.function`` call, the callback protocol of ``fit``.
+
+``--validation N`` adds N validation examples, evaluated after every epoch
+(``fit``'s ``validation_data``; ``test_step`` or a bare forward pass in the
+other modes), as the cached phase does; ``--examples 1024 --validation 256``
+is the issue's 1,024-image case, where fixed costs dominate::
+
+    .venv/bin/python benchmarks/bench_head_steps.py --examples 1024 --validation 256 --repeats 5
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ import sys
 import time
 from typing import Any
 
-MODES = ("fit", "train_step", "bare", "bare_xla")
+MODES = ("fit", "fit_head", "train_step", "bare", "bare_xla")
 
 
-def child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any]:
+def child(
+    mode: str, examples: int, epochs: int, features: int, validation: int = 0
+) -> dict[str, Any]:
     """Trains the head once in ``mode``; returns its seconds and optimizer steps."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -44,8 +56,9 @@ def child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(examples, features)).astype("float32")
-    y = rng.integers(0, 10, examples)
+    x = rng.normal(size=(examples + validation, features)).astype("float32")
+    y = rng.integers(0, 10, examples + validation)
+    x, y, x_val, y_val = x[:examples], y[:examples], x[examples:], y[examples:]
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -55,6 +68,7 @@ def child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any
         ]
     )
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(32) if validation else None
     steps = int(ds.cardinality())
     # as finetunekit's cached phase: the largest divisor of the epoch's steps up to 64
     # (a call runs its steps whole, so a non-divisor would run past the epoch's end)
@@ -75,7 +89,11 @@ def child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any
 
     start = time.perf_counter()
     if mode == "fit":
-        model.fit(ds.repeat(), steps_per_epoch=steps, epochs=epochs, verbose=0)
+        model.fit(ds.repeat(), steps_per_epoch=steps, epochs=epochs, validation_data=val, verbose=0)
+    elif mode == "fit_head":
+        from finetunekit.training import fit_loop
+
+        fit_loop.fit_head(model, ds.repeat(), steps, validation=val, epochs=epochs, verbose=0)
     else:
         opt.build(model.trainable_variables)
         inner: Any = {
@@ -83,23 +101,39 @@ def child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any
             "bare": step,
             "bare_xla": tf.function(step, jit_compile=True),
         }[mode]
+        check: Any = {
+            "train_step": lambda xb, yb: model.test_step((xb, yb)),
+            "bare": lambda xb, yb: loss_fn(yb, model(xb, training=False)),
+            "bare_xla": lambda xb, yb: loss_fn(yb, model(xb, training=False)),
+        }[mode]
 
         @tf.function
         def epoch(data: tf.data.Dataset) -> None:
             for xb, yb in data:
                 inner(xb, yb)
 
+        @tf.function
+        def evaluate(data: tf.data.Dataset) -> None:
+            for xb, yb in data:
+                check(xb, yb)
+
         for _ in range(epochs):
             model.reset_metrics()
             epoch(ds)
+            if val is not None:
+                model.reset_metrics()
+                evaluate(val)
     seconds = time.perf_counter() - start
     return {"mode": mode, "seconds": seconds, "steps": int(opt.iterations.numpy())}
 
 
-def run_child(mode: str, examples: int, epochs: int, features: int) -> dict[str, Any]:
+def run_child(
+    mode: str, examples: int, epochs: int, features: int, validation: int = 0
+) -> dict[str, Any]:
     """:func:`child` in a fresh Python process (its own tracing and memory)."""
     args = [sys.executable, os.path.abspath(__file__), "--child", mode]
     args += ["--examples", str(examples), "--epochs", str(epochs), "--features", str(features)]
+    args += ["--validation", str(validation)]
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -114,11 +148,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--examples", type=int, default=8192)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--features", type=int, default=576, help="MobileNetV3Small's 576")
+    parser.add_argument("--validation", type=int, default=0, help="validation examples")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.examples, args.epochs, args.features)))
+        print(
+            json.dumps(
+                child(args.child, args.examples, args.epochs, args.features, args.validation)
+            )
+        )
         return {}
     if args.quick:
         args.examples, args.epochs, args.repeats = 256, 2, 1
@@ -126,12 +165,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for r in range(args.repeats):
         for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
-            out = run_child(mode, args.examples, args.epochs, args.features)
+            out = run_child(mode, args.examples, args.epochs, args.features, args.validation)
             runs[mode].append(out)
             print(f"repeat {r + 1} {mode:<10} {out['seconds']:6.2f} s  {out['steps']} steps")
     steps = -(-args.examples // 32) * args.epochs
     medians = {mode: statistics.median(o["seconds"] for o in runs[mode]) for mode in modes}
-    print(f"\n{steps} head steps (batch 32, {args.features} features), medians of {args.repeats}:")
+    print(
+        f"\n{steps} head steps (batch 32, {args.features} features, {args.validation} "
+        f"validation examples), medians of {args.repeats}:"
+    )
     print("| mode | seconds | ms per step | vs fit |")
     print("|---|---|---|---|")
     for mode in modes:

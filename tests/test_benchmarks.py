@@ -273,12 +273,13 @@ def test_tf_onednn_crash_script_runs_a_case_in_a_child_process(capsys):
 @pytest.mark.slow
 def test_bench_head_steps_quick_each_mode_trains_every_step(capsys):
     """`bench_head_steps.py --quick`: every mode, in its own process, takes one optimizer step
-    per batch of every epoch (256 examples / 32 x 2 epochs), and the table is the medians."""
+    per batch of every epoch (256 examples / 32 x 2 epochs), also with validation, and the
+    table is the medians."""
     module = _load("bench_head_steps")
-    out = module.main(["--quick", "--modes", "fit,bare"])
+    out = module.main(["--quick", "--modes", "fit,fit_head,bare", "--validation", "64"])
     stdout = capsys.readouterr().out
     assert out["steps"] == 16
-    for mode in ("fit", "bare"):
+    for mode in ("fit", "fit_head", "bare"):
         (run,) = out["runs"][mode]
         assert run["steps"] == 16 and run["seconds"] > 0, run
         cells = _table_row(stdout, f"{mode} |")

@@ -33,9 +33,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _events import Recorder
 
 import finetunekit as ftk
-from finetunekit.training import distribute
+from finetunekit.training import distribute, fit_loop
 from finetunekit.training.checkpoint import STATE_NAME, CheckpointStore
 
 EPOCHS, FINE_TUNE_EPOCHS = 2, 1  # the multi-worker recipe: both phases
@@ -263,30 +264,6 @@ def test_data_is_sharded_by_data_and_record_files_by_file(tmp_path: Path) -> Non
     assert distribute.shard_policy(records.with_options(options)) == policy.OFF  # the user's
 
 
-class _Recorder(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[str] = []
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        self.events.append("train_begin")
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.events.append(f"epoch_begin {epoch}")
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.events.append(f"batch_end {batch} {sorted(logs)}")
-
-    def on_test_begin(self, logs: Any = None) -> None:
-        self.events.append("test_begin")
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self.events.append(f"epoch_end {epoch} {sorted(logs)}")
-
-    def on_train_end(self, logs: Any = None) -> None:
-        self.events.append(f"train_end {sorted(logs or {})}")
-
-
 def _fit_both_ways(class_weight: dict[int, float] | None = None) -> list[tuple[Any, Any]]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)).astype("float32")
@@ -300,7 +277,7 @@ def _fit_both_ways(class_weight: dict[int, float] | None = None) -> list[tuple[A
         model.compile(
             keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
-        recorder = _Recorder()
+        recorder = Recorder()
         kwargs = {
             "validation_data": val,
             "initial_epoch": 1,
@@ -314,7 +291,7 @@ def _fit_both_ways(class_weight: dict[int, float] | None = None) -> list[tuple[A
             history = distribute._StrategyLoop(model, strategy).fit(  # noqa: SLF001
                 train
                 if class_weight is None
-                else train.map(distribute._class_weight_fn(class_weight)),  # noqa: SLF001
+                else train.map(fit_loop.class_weight_fn(class_weight)),
                 validation_freq=1,
                 **{k: v for k, v in kwargs.items() if k != "class_weight"},
             )

@@ -107,7 +107,8 @@ def test_cached_run_matches_uncached_run(runs):
 def test_result_info_reports_the_cache(runs):
     _, plain, cached, _, spy = runs
     info = cached.info["feature_cache"]
-    assert set(info) == {"used", "reason", "bytes", "spilled"}
+    assert set(info) == {"used", "reason", "bytes", "spilled", "head_loop"}
+    assert info["head_loop"] == "finetunekit"  # no callbacks, no log_dir: the lean loop
     # 36 train + 12 validation examples of 4 pooled float32 features
     assert info["bytes"] == 48 * 4 * 4 and info["spilled"] is False
     assert "cache_features=False" in plain.info["feature_cache"]["reason"]
@@ -116,6 +117,25 @@ def test_result_info_reports_the_cache(runs):
     measured = spy["build_seconds"][True][0]
     assert measured <= cached.timings["feature_cache"] <= cached.timings["phase1"]
     assert "feature_cache" not in plain.timings
+
+
+def test_keras_fit_trains_the_head_as_the_head_loop_does(runs):
+    """With a user callback the cached head trains through Keras' fit (callbacks may want
+    every batch); without one, through finetunekit's head loop: the same model either way."""
+    x, _, cached, common, _ = runs
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+    keras_way = _fit(
+        ftk.DatasetAdapter.from_arrays(*_data()),
+        cache_features=True,
+        callbacks=[callback],
+        **common,
+    )
+    assert keras_way.info["feature_cache"]["head_loop"].startswith("keras fit: callbacks")
+    assert seen[:6] == [0, 1, 2, 3, 4, 0]  # every batch: 36 training examples, batches of 8
+    np.testing.assert_allclose(keras_way.predict(x), cached.predict(x), rtol=1e-4, atol=1e-5)
+    for key, values in cached.history.items():
+        np.testing.assert_allclose(keras_way.history[key], values, rtol=1e-4, atol=1e-5)
 
 
 def test_the_backbone_runs_once_per_example_in_the_cached_phase(runs):

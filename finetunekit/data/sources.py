@@ -243,10 +243,12 @@ class ArraySource:
         """A function mapping a batch of local indices to rows of x (captures tensors once)."""
         x_t = self._store.tensor()
         if self._positions is None:
-            return lambda idx: tf.gather(x_t, idx)
+            return tf.autograph.experimental.do_not_convert(lambda idx: tf.gather(x_t, idx))
         with tf.device("/CPU:0"):
             pos_t = tf.convert_to_tensor(self._positions)
-        return lambda idx: tf.gather(x_t, tf.gather(pos_t, idx))
+        return tf.autograph.experimental.do_not_convert(
+            lambda idx: tf.gather(x_t, tf.gather(pos_t, idx))
+        )
 
     def dataset(
         self,

@@ -911,4 +911,9 @@ def stored_to_batch_tf(t: Any, encoding: LabelEncoding) -> Any:
         >>> stored_to_batch_tf(tf.constant([2, 0], tf.int64), enc).numpy().tolist()
         [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     """
-    return task_of(encoding).batch_targets(t, encoding)
+    import tensorflow as tf
+
+    # Finding the task is plain Python: inside a tf.data map, autograph would otherwise
+    # transpile the task registry on first use (0.3 s). batch_targets stays converted.
+    task = tf.autograph.experimental.do_not_convert(task_of)(encoding)
+    return task.batch_targets(t, encoding)

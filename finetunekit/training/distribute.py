@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from finetunekit import _compat
 from finetunekit.errors import TrainerError, format_error
+from finetunekit.training import fit_loop
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -666,7 +667,7 @@ def fit(
             )
         )
     if class_weight is not None:  # as model.fit: a sample weight per example from its class
-        x = x.map(_class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
+        x = x.map(fit_loop.class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
     loop = _StrategyLoop(model, strategy)
     return loop.fit(
         x,
@@ -677,21 +678,6 @@ def fit(
         verbose=verbose,
         validation_freq=validation_freq,
     )
-
-
-def _class_weight_fn(class_weight: dict[int, float]) -> Callable[..., Any]:
-    """``(x, y) -> (x, y, sample_weight)`` with ``class_weight[class of y]``, as ``model.fit``."""
-    size = max(int(k) for k in class_weight) + 1
-    table = tf.constant([float(class_weight.get(i, 1.0)) for i in range(size)], tf.float32)
-
-    def add_weights(x: Any, y: Any, *rest: Any) -> tuple[Any, Any, Any]:
-        if y.shape.rank is not None and y.shape.rank > 1 and y.shape[-1] != 1:
-            classes = tf.argmax(y, axis=-1)  # one-hot
-        else:
-            classes = tf.cast(tf.round(tf.reshape(y, [-1])), tf.int64)  # ints, or binary 0/1
-        return x, y, tf.gather(table, classes)
-
-    return add_weights
 
 
 class _StrategyLoop:
@@ -732,14 +718,8 @@ class _StrategyLoop:
 
     def _build(self, dataset: tf.data.Dataset) -> None:
         """Creates the metric, loss and optimizer variables outside any step (as fit does)."""
-        model = self.model
-        spec = dataset.element_spec
-        batch = tf.nest.map_structure(
-            lambda s: keras.KerasTensor(s.shape, dtype=s.dtype.name),
-            spec,
-        )
         with self.strategy.scope():
-            _compat.symbolic_build(model, batch)  # Keras' own build of fit
+            fit_loop.symbolic_build(self.model, dataset)
 
     def fit(
         self,
@@ -761,81 +741,58 @@ class _StrategyLoop:
             else None
         )
         steps = int(x.cardinality())
-        callback_list = keras.callbacks.CallbackList(
-            callbacks,
-            add_history=True,
-            add_progbar=verbose != 0,
-            verbose=verbose,
-            epochs=epochs,
-            steps=steps if steps >= 0 else None,
-            model=model,
-        )
-        history = next(
-            cb for cb in callback_list.callbacks if isinstance(cb, keras.callbacks.History)
-        )
         train_step = self._step("train")
         test_step = self._step("test") if val_data is not None else None
-        model.stop_training = False
-        callback_list.on_train_begin()
-        epoch_logs: dict[str, Any] = {}
-        training_logs = None
-        initial_epoch = _compat.fit_initial_epoch(model, initial_epoch)
-        for epoch in range(initial_epoch, epochs):
-            model.reset_metrics()
-            callback_list.on_epoch_begin(epoch)
-            logs: dict[str, Any] = {}
-            for step, batch in enumerate(train_data):
-                callback_list.on_train_batch_begin(step)
-                logs = train_step(batch)
-                callback_list.on_train_batch_end(step, logs)
-                if model.stop_training:
-                    break
+
+        def train_epoch(callbacks: keras.callbacks.CallbackList) -> dict[str, Any]:
+            logs = _batches(
+                train_data,
+                train_step,
+                callbacks.on_train_batch_begin,
+                callbacks.on_train_batch_end,
+                lambda: bool(model.stop_training),
+            )
             if steps >= 0:  # as model.fit, which makes the next epoch's iterator ahead
                 del_iterator = iter(train_data)
                 del del_iterator
-            epoch_logs = _python(logs)
-            if test_step is not None and (epoch + 1) % validation_freq == 0:
-                epoch_logs.update(
-                    {
-                        f"val_{k}": v
-                        for k, v in self._evaluate(test_step, val_data, callback_list).items()
-                    }
-                )
-            callback_list.on_epoch_end(epoch, epoch_logs)
-            training_logs = epoch_logs
-            if model.stop_training:
-                break
-        if epochs > 0 and isinstance(model.optimizer, keras.optimizers.Optimizer):
-            model.optimizer.finalize_variable_values(model.trainable_weights)
-        callback_list.on_train_end(logs=training_logs)
-        return history  # type: ignore[no-any-return]
+            return logs
 
-    def _evaluate(
-        self, test_step: Any, val_data: Any, callback_list: keras.callbacks.CallbackList
-    ) -> dict[str, Any]:
-        """One pass over the validation data, with the test callbacks (as ``fit`` does)."""
-        model = self.model
-        model.stop_evaluating = False
-        callback_list.on_test_begin()
-        model.reset_metrics()
-        logs: dict[str, Any] = {}
-        for step, batch in enumerate(val_data):
-            callback_list.on_test_batch_begin(step)
-            logs = test_step(batch)
-            callback_list.on_test_batch_end(step, logs)
-            if model.stop_evaluating:
-                break
-        logs = _python(logs)
-        callback_list.on_test_end(logs)
-        return logs
+        def evaluate(callbacks: keras.callbacks.CallbackList) -> dict[str, Any]:
+            """One pass over the validation data, with the test batch events (as fit)."""
+            return _batches(
+                val_data,
+                test_step,
+                callbacks.on_test_batch_begin,
+                callbacks.on_test_batch_end,
+                lambda: bool(model.stop_evaluating),
+            )
+
+        return fit_loop.drive(
+            model,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps=steps if steps >= 0 else None,
+            callbacks=callbacks,
+            verbose=verbose,
+            train_epoch=train_epoch,
+            evaluate=evaluate if test_step is not None else None,
+            validation_freq=validation_freq,
+        )
 
 
-def _python(logs: dict[str, Any]) -> dict[str, Any]:
-    """Tensors of a log dict as Python floats (as ``model.fit`` hands them to callbacks)."""
-    out: dict[str, Any] = {}
-    for key, value in logs.items():
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
-            out[key] = value
-    return out
+def _batches(
+    data: Any,
+    step: Any,
+    begin: Callable[[int], None],
+    end: Callable[[int, Any], None],
+    stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """Runs ``step`` on every batch of ``data`` between the batch events; the last logs."""
+    logs: dict[str, Any] = {}
+    for index, batch in enumerate(data):
+        begin(index)
+        logs = step(batch)
+        end(index, logs)
+        if stop():
+            break
+    return logs

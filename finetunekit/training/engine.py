@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from finetunekit.errors import TrainerError, format_error
-from finetunekit.training import distribute
+from finetunekit.training import distribute, fit_loop
 from finetunekit.training.checkpoint import CheckpointStore, TrainingSession, fingerprint
 from finetunekit.training.compute import AutoPrecision, resolve_jit_compile
 from finetunekit.training.freezing import freeze, unfreeze
@@ -416,10 +416,16 @@ def _fit_cached(
         seconds = time.perf_counter() - start
         info.update(bytes=cache.nbytes, spilled=cache.spilled)
         head = split.head_model
-        # A head step takes microseconds, so Keras' per-step Python dominates: run
-        # many steps per call unless user callbacks may want every batch.
         batches = cache.train_steps
-        per_call = 1 if trainer.callbacks else _steps_per_call(batches)
+        one_iterator = cache.replays_epochs()
+        problem = _head_loop_problem(trainer, one_iterator)
+        info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
+        # A head step takes about a millisecond, so fit's fixed and per-step Python costs
+        # dominate: finetunekit's head loop runs an epoch per call, else fit runs many steps
+        # per call unless user callbacks may want every batch.
+        per_call = (
+            batches if problem is None else 1 if trainer.callbacks else _steps_per_call(batches)
+        )
         head.compile(  # the full model's optimizer (loss-scaled for mixed_float16): one state
             optimizer=model.optimizer,
             loss=loss,
@@ -428,26 +434,40 @@ def _fit_cached(
             steps_per_execution=per_call,
         )
         epochs = last - initial_epoch
-        # One iterator for every epoch (the same batches per epoch as one per epoch, see
-        # FeatureCache.train_epochs_dataset) when the epoch splits into whole calls.
-        one_iterator = batches % per_call == 0 and cache.replays_epochs()
-        fit = head.fit(
-            cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed)
-            if one_iterator
-            else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
-            steps_per_epoch=batches if one_iterator else None,
-            validation_data=cache.validation_dataset(),
-            initial_epoch=initial_epoch,
-            epochs=last,
-            class_weight=plan.class_weight,
-            callbacks=[
-                *trainer.callbacks,
-                *_tensorboard(trainer),
-                FullModelCallback(session.callback(1), model),
-            ],
-            verbose=trainer.verbose,
-            shuffle=False,
-        )
+        callbacks = [
+            *trainer.callbacks,
+            *_tensorboard(trainer),
+            FullModelCallback(session.callback(1), model),
+        ]
+        if problem is None:
+            fit = fit_loop.fit_head(
+                head,
+                cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed),
+                batches,
+                validation=cache.validation_dataset(),
+                epochs=last,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=trainer.verbose,
+                class_weight=plan.class_weight,
+            )
+        else:
+            # One iterator for every epoch (the same batches per epoch as one per epoch,
+            # see FeatureCache.train_epochs_dataset) when the epoch splits into whole calls.
+            one_iterator = one_iterator and batches % per_call == 0
+            fit = head.fit(
+                cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed)
+                if one_iterator
+                else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
+                steps_per_epoch=batches if one_iterator else None,
+                validation_data=cache.validation_dataset(),
+                initial_epoch=initial_epoch,
+                epochs=last,
+                class_weight=plan.class_weight,
+                callbacks=callbacks,
+                verbose=trainer.verbose,
+                shuffle=False,
+            )
     if trainer.fine_tune_epochs:
         # Draw the raw pipeline's shuffles of the epochs just run, so phase 2 sees
         # the same order of examples as it would after an uncached phase 1.
@@ -466,6 +486,18 @@ def _phase_steps(train: TrainingData, train_ds: Any, batch_size: int, epochs: in
     except (AttributeError, TypeError):  # not a tf.data dataset
         return None
     return epochs * batches if batches > 0 else None
+
+
+def _head_loop_problem(trainer: Any, replays_epochs: bool) -> str | None:
+    """Why phase 1 on cached features trains through Keras' ``fit`` rather than
+    :func:`~finetunekit.training.fit_loop.fit_head` (``None``: it does not)."""
+    if trainer.callbacks:
+        return "callbacks are given, and they may want every batch"
+    if trainer.log_dir is not None:
+        return "log_dir is set (TensorBoard logs every batch)"
+    if not replays_epochs:
+        return "the number of batches per epoch is unknown"
+    return None
 
 
 def _steps_per_call(batches: int) -> int:

@@ -48,6 +48,8 @@ __all__ = [
 logger = logging.getLogger("finetunekit")
 
 AUTOTUNE = tf.data.AUTOTUNE
+# tf.data functions here are plain TensorFlow: autograph would only spend time transpiling them
+_plain = tf.autograph.experimental.do_not_convert
 
 # Parameter-free, deterministic layers right after the backbone that may join the
 # cached part: pooling shrinks what is stored (e.g. 3x3x576 -> 576 floats).
@@ -451,6 +453,7 @@ class FeatureCache:
                     lambda x: model(x, training=False),
                     input_signature=[inputs.element_spec],
                     jit_compile=self.jit_compile,
+                    autograph=False,  # a Keras call: nothing to convert (transpiling takes 0.3 s)
                 )
             store = FeatureStore(len(data), shape, dtype, budget)
             self.stores.append(store)
@@ -474,7 +477,9 @@ class FeatureCache:
         return any(s.spilled for s in self.stores)
 
     def _dataset(self, store: FeatureStore, index_ds: tf.data.Dataset) -> tf.data.Dataset:
-        ds = index_ds.map(lambda idx, y: (store.gather(idx), y), num_parallel_calls=AUTOTUNE)
+        ds = index_ds.map(
+            _plain(lambda idx, y: (store.gather(idx), y)), num_parallel_calls=AUTOTUNE
+        )
         return ds.prefetch(AUTOTUNE)
 
     def train_dataset(self, *, shuffle: bool, seed: int | None) -> tf.data.Dataset:
@@ -527,11 +532,11 @@ class FeatureCache:
         kept = (
             index_ds.repeat(2 * int(epochs))
             .enumerate()
-            .filter(lambda i, batch: (i // steps) % 2 == 0)
-            .map(lambda i, batch: batch)
+            .filter(_plain(lambda i, batch: (i // steps) % 2 == 0))
+            .map(_plain(lambda i, batch: batch))
         )
         store = self.stores[0]
-        ds = kept.map(lambda idx, y: (store.gather(idx), y), num_parallel_calls=AUTOTUNE)
+        ds = kept.map(_plain(lambda idx, y: (store.gather(idx), y)), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
     def validation_dataset(self) -> tf.data.Dataset | None:

@@ -1,0 +1,143 @@
+"""finetunekit's head loop (fit_loop.fit_head) against Keras' own fit, event by event."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from _events import Recorder
+
+from finetunekit.training import fit_loop
+
+STEPS = 5  # batches per epoch: 40 examples, batch 8
+
+
+def _data() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    keras.utils.set_random_seed(0)  # the shuffle's seed is (global seed, 1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(52, 6)).astype("float32")
+    y = np.argmax(x[:, :3], axis=1).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).shuffle(40, seed=1).batch(8)
+    val = tf.data.Dataset.from_tensor_slices((x[40:], y[40:])).batch(8)  # 2 batches, one short
+    return train, val
+
+
+def _model(jit_compile: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dropout(0.3),  # random draws: both loops must make the same ones
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+        steps_per_execution=STEPS,  # fit then sends one batch event per epoch, as fit_head
+    )
+    return model
+
+
+def _both_ways(
+    epochs: int = 4,
+    initial_epoch: int = 1,
+    extra: Any = None,
+    jit_compile: bool = False,
+    **kwargs: Any,
+) -> dict[str, tuple[keras.Model, keras.callbacks.History, list[str]]]:
+    """Keras fit and fit_head on the same model, data and seed: (model, history, events)."""
+    runs = {}
+    for way in ("keras", "finetunekit"):
+        train, val = _data()  # fresh: each new iterator of a shuffling dataset reshuffles
+        model = _model(jit_compile)
+        recorder = Recorder()
+        callbacks = [recorder, *(extra() if extra else [])]
+        repeated = train.repeat(epochs - initial_epoch)  # one iterator reads every epoch
+        if way == "keras":
+            history = model.fit(
+                repeated,
+                steps_per_epoch=STEPS,
+                validation_data=val,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=0,
+                **kwargs,
+            )
+        else:
+            history = fit_loop.fit_head(
+                model,
+                repeated,
+                STEPS,
+                validation=val,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=0,
+                **kwargs,
+            )
+        runs[way] = (model, history, recorder.events)
+    return runs
+
+
+def _assert_same(runs: dict[str, tuple[keras.Model, keras.callbacks.History, list[str]]]) -> None:
+    (ref, ref_history, ref_events), (net, history, events) = runs["keras"], runs["finetunekit"]
+    assert history.epoch == ref_history.epoch
+    assert history.history.keys() == ref_history.history.keys()
+    for key, values in ref_history.history.items():
+        np.testing.assert_allclose(history.history[key], values, rtol=1e-5, err_msg=key)
+    for a, b in zip(net.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert events == ref_events  # the same callback calls, in order, with the same log keys
+
+
+def test_fit_head_trains_as_keras_fit_does() -> None:
+    runs = _both_ways()
+    _assert_same(runs)
+    history = runs["finetunekit"][1]
+    assert history.epoch == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.history)
+    assert history.history["loss"][-1] < history.history["loss"][0]  # it learns
+
+
+def test_fit_head_applies_class_weight_as_keras_fit_does() -> None:
+    runs = _both_ways(class_weight={0: 1.0, 1: 4.0, 2: 0.5})
+    _assert_same(runs)
+    plain = _both_ways()["finetunekit"][1]
+    assert plain.history["loss"] != runs["finetunekit"][1].history["loss"]  # weights mattered
+
+
+def test_fit_head_stops_early_as_keras_fit_does() -> None:
+    def stopper() -> list[keras.callbacks.Callback]:
+        return [keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1)]
+
+    runs = _both_ways(epochs=6, initial_epoch=0, extra=stopper)
+    _assert_same(runs)
+    assert runs["finetunekit"][1].epoch == [0, 1]  # no 10-point improvement: stops after 2
+
+
+def test_fit_head_with_xla_matches_keras_fit_with_xla() -> None:
+    _assert_same(_both_ways(epochs=2, initial_epoch=0, jit_compile=True))
+
+
+def test_fit_head_prints_the_progress_bar_fit_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    train, val = _data()
+    model = _model()
+    fit_loop.fit_head(model, train.repeat(2), STEPS, validation=val, epochs=2, verbose=2)
+    out = capsys.readouterr().out
+    assert re.findall(r"Epoch \d/2", out) == ["Epoch 1/2", "Epoch 2/2"]
+    assert out.count("val_accuracy") == 2
+
+
+def test_fit_head_needs_a_known_number_of_validation_batches() -> None:
+    train, val = _data()
+    unknown = val.filter(lambda x, y: True)  # cardinality unknown
+    with pytest.raises(ValueError, match="known number of batches"):
+        fit_loop.fit_head(_model(), train, STEPS, validation=unknown, epochs=1, verbose=0)
