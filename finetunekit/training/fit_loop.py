@@ -128,6 +128,7 @@ def drive(
     Examples:
         >>> import keras
         >>> net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        >>> net.compile("sgd", "mse")
         >>> history = drive(net, epochs=2, initial_epoch=0, steps=1, callbacks=[], verbose=0,
         ...                 train_epoch=lambda cbs: {"loss": 1.0}, evaluate=None)
         >>> history.epoch, history.history
