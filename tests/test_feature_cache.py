@@ -376,3 +376,19 @@ def test_one_iterator_for_all_epochs_gives_fit_the_batches_of_one_per_epoch(shuf
     epoch_orders = [sum(seen["per_epoch"][e * 3 : e * 3 + 3], []) for e in range(epochs)]
     assert all(sorted(order) == list(range(n)) for order in epoch_orders)  # each example once
     assert (len({tuple(o) for o in epoch_orders}) > 1) is shuffle  # reshuffled every epoch
+
+
+def test_head_loop_problem_names_why_keras_fit_trains_the_head():
+    from finetunekit.training.engine import _head_loop_problem
+
+    unknown = tf.data.Dataset.range(3).filter(lambda i: True).batch(2)  # cardinality unknown
+    known = tf.data.Dataset.range(3).batch(2)
+    assert _head_loop_problem(ftk.Trainer(), True, known) is None
+    assert _head_loop_problem(ftk.Trainer(), True, unknown) == (
+        "the number of validation batches is unknown"
+    )
+    assert _head_loop_problem(ftk.Trainer(), False, None) == (
+        "the number of batches per epoch is unknown"
+    )
+    with_callback = ftk.Trainer(callbacks=[keras.callbacks.Callback()])
+    assert _head_loop_problem(with_callback, True, None).startswith("callbacks are given")

@@ -418,7 +418,8 @@ def _fit_cached(
         head = split.head_model
         batches = cache.train_steps
         one_iterator = cache.replays_epochs()
-        problem = _head_loop_problem(trainer, one_iterator)
+        validation_ds = cache.validation_dataset()
+        problem = _head_loop_problem(trainer, one_iterator, validation_ds)
         info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
         # A head step takes about a millisecond, so fit's fixed and per-step Python costs
         # dominate: finetunekit's head loop runs an epoch per call, else fit runs many steps
@@ -444,7 +445,7 @@ def _fit_cached(
                 head,
                 cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed),
                 batches,
-                validation=cache.validation_dataset(),
+                validation=validation_ds,
                 epochs=last,
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
@@ -460,7 +461,7 @@ def _fit_cached(
                 if one_iterator
                 else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
                 steps_per_epoch=batches if one_iterator else None,
-                validation_data=cache.validation_dataset(),
+                validation_data=validation_ds,
                 initial_epoch=initial_epoch,
                 epochs=last,
                 class_weight=plan.class_weight,
@@ -488,15 +489,27 @@ def _phase_steps(train: TrainingData, train_ds: Any, batch_size: int, epochs: in
     return epochs * batches if batches > 0 else None
 
 
-def _head_loop_problem(trainer: Any, replays_epochs: bool) -> str | None:
+def _head_loop_problem(
+    trainer: Any, replays_epochs: bool, validation: tf.data.Dataset | None
+) -> str | None:
     """Why phase 1 on cached features trains through Keras' ``fit`` rather than
-    :func:`~finetunekit.training.fit_loop.fit_head` (``None``: it does not)."""
+    :func:`~finetunekit.training.fit_loop.fit_head` (``None``: it does not).
+
+    Examples:
+        >>> from finetunekit import Trainer
+        >>> _head_loop_problem(Trainer(), True, None) is None
+        True
+        >>> _head_loop_problem(Trainer(log_dir="logs"), True, None)
+        'log_dir is set (TensorBoard logs every batch)'
+    """
     if trainer.callbacks:
         return "callbacks are given, and they may want every batch"
     if trainer.log_dir is not None:
         return "log_dir is set (TensorBoard logs every batch)"
     if not replays_epochs:
         return "the number of batches per epoch is unknown"
+    if validation is not None and int(validation.cardinality()) < 0:
+        return "the number of validation batches is unknown"
     return None
 
 
