@@ -422,11 +422,9 @@ def _fit_cached(
         problem = _head_loop_problem(trainer, one_iterator, validation_ds)
         info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
         # A head step takes about a millisecond, so fit's fixed and per-step Python costs
-        # dominate: finetunekit's head loop runs an epoch per call, else fit runs many steps
-        # per call unless user callbacks may want every batch.
-        per_call = (
-            batches if problem is None else 1 if trainer.callbacks else _steps_per_call(batches)
-        )
+        # dominate: finetunekit's head loop runs an epoch per call; Keras' fit (used when the
+        # head loop cannot be) runs many steps per call unless callbacks may want every batch.
+        per_call = 1 if trainer.callbacks else _steps_per_call(batches)
         head.compile(  # the full model's optimizer (loss-scaled for mixed_float16): one state
             optimizer=model.optimizer,
             loss=loss,
