@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
+    "builds_in_first_trace",
     "close_memmap",
     "dataset_inputs",
     "dataset_reshuffles",
@@ -130,6 +131,12 @@ def symbolic_build(model: Any, batch: Any) -> None:
     """Builds model, metrics and optimizer variables from one batch as ``fit`` does
     (Keras 3.15 ``Trainer._symbolic_build``); needed before ``strategy.run``."""
     model._symbolic_build(data_batch=batch)
+
+
+def builds_in_first_trace(model: Any) -> bool:
+    """Whether ``fit`` leaves building optimizer and metrics to the first trace of its step:
+    Keras 3.15 builds first only for a model made under a strategy (``_distribute_strategy``)."""
+    return getattr(model, "_distribute_strategy", None) is None
 
 
 def detach_distribute_strategy(model: Any) -> None:

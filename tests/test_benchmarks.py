@@ -119,6 +119,16 @@ def test_bench_finetune_full_only_with_another_backbone(bench_finetune, capsys):
         assert float(cells[1]) == pytest.approx(statistics.median(runs), abs=0.05)
     cells = _table_row(stdout, "keras_same |")
     assert _first_number(cells[2])[0] == pytest.approx(full["ratio_same"], abs=5e-3)
+    # the whole phase: the sum of every epoch's seconds, first epoch included
+    phase = {
+        side: statistics.median(map(sum, runs)) for side, runs in full["epoch_seconds"].items()
+    }
+    for side, seconds in phase.items():
+        cells = _table_row(stdout, f"{side}, whole phase |")
+        assert float(cells[1]) == pytest.approx(seconds, abs=0.005)
+    cells = _table_row(stdout, "keras_default, whole phase |")
+    ratio = phase["keras_default"] / phase["finetunekit"]
+    assert _first_number(cells[2])[0] == pytest.approx(ratio, abs=5e-3)
     assert "frozen phase" not in stdout  # figure 2 only
 
 
@@ -364,3 +374,17 @@ def test_bench_detection_quick_side_by_side(tmp_path, capsys):
         / summary["medians"]["hand_anchor2"]["train_images_per_s"]
     )
     assert f"| finetunekit / hand_anchor2 | {ratio:.2f} |" in stdout
+
+
+def test_bench_first_step_quick_counts_the_traces_and_the_ratio_is_the_medians(capsys):
+    """`bench_first_step.py --quick`: Keras' fit alone traces its step twice, built first once;
+    the printed ratio is the ratio of the printed medians."""
+    out = _load("bench_first_step").main(["--quick"])
+    stdout = capsys.readouterr().out
+    assert out["traces"] == {"fit": [2], "built": [1]}
+    medians = out["medians"]
+    assert out["ratio"] == pytest.approx(medians["fit"] / medians["built"], rel=1e-12)
+    for mode in ("fit", "built"):
+        cells = _table_row(stdout, f"{mode} |")
+        assert float(cells[2].split()[0]) == pytest.approx(medians[mode], abs=0.005)
+    assert f"fit / built: {out['ratio']:.2f}x" in stdout

@@ -141,3 +141,86 @@ def test_fit_head_needs_a_known_number_of_validation_batches() -> None:
     unknown = val.filter(lambda x, y: True)  # cardinality unknown
     with pytest.raises(ValueError, match="known number of batches"):
         fit_loop.fit_head(_model(), train, STEPS, validation=unknown, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------- build_before_fit
+
+
+@pytest.fixture
+def traces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the models whose training step is traced, one entry per trace."""
+    seen: list[str] = []
+    real = keras.Model.train_step
+
+    def counting(self: keras.Model, data: Any) -> Any:
+        seen.append(self.name)  # runs once per trace, not per step
+        return real(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counting)
+    return seen
+
+
+def _fit(build: bool, traces: list[str]) -> tuple[bool, int, dict[str, Any], list[np.ndarray]]:
+    train, val = _data()
+    model = _model()
+    model.compile(  # one step per call, the default of the full-model phases
+        optimizer=keras.optimizers.Adam(0.05),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    traces.clear()
+    built = fit_loop.build_before_fit(model, train) if build else False
+    history = model.fit(train, validation_data=val, epochs=3, verbose=0).history
+    return built, len(traces), history, model.get_weights()
+
+
+def test_build_before_fit_saves_fits_second_trace_and_changes_nothing(traces: list[str]) -> None:
+    """Keras' fit alone traces its step twice (its first trace creates the optimizer's
+    variables); after build_before_fit once, with the same history and weights."""
+    plain = _fit(False, traces)
+    built = _fit(True, traces)
+    assert plain[:2] == (False, 2)
+    assert built[:2] == (True, 1)
+    assert built[2] == plain[2]
+    for got, want in zip(built[3], plain[3], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_build_before_fit_leaves_what_it_cannot_build_to_fit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _model()
+    train, _ = _data()
+    assert fit_loop.build_before_fit(model, np.zeros((4, 6))) is False  # not a tf.data.Dataset
+
+    def cannot(*args: Any) -> None:
+        raise RuntimeError("no symbolic call")
+
+    monkeypatch.setattr(fit_loop, "symbolic_build", cannot)
+    with caplog.at_level("INFO", logger="finetunekit"):
+        assert fit_loop.build_before_fit(model, train) is False
+    assert "built by fit's first trace (no symbolic call)" in caplog.text
+    assert not model.optimizer.built
+    model.fit(train, epochs=1, verbose=0)  # fit builds it, as without finetunekit
+    assert model.optimizer.built
+
+
+def test_pipeline_phases_trace_each_step_once(traces: list[str], tiny_images: Any) -> None:
+    import finetunekit as ftk
+
+    x, y = tiny_images
+    backbone = ftk.Backbone.from_model(
+        keras.Sequential(
+            [
+                keras.Input((16, 16, 3)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.GlobalAveragePooling2D(),
+            ]
+        ),
+        preprocessing="0-1",
+    )
+    trainer = ftk.Trainer(epochs=2, fine_tune_epochs=2, batch_size=8, verbose=0, seed=0)
+    tuner = ftk.FineTuner().with_data(ftk.DatasetAdapter.from_arrays(x, y))
+    result = tuner.with_backbone(backbone).with_trainer(trainer).fit()
+    assert result.info["feature_cache"]["head_loop"] == "finetunekit"
+    assert len(traces) == 2, traces  # the head's step in phase 1, the full model's in phase 2

@@ -643,6 +643,7 @@ def fit(
         [0.0]
     """
     if strategy is None or not is_multi_worker(strategy):
+        fit_loop.build_before_fit(model, x)  # else fit traces its first step twice
         return model.fit(
             x,
             validation_data=validation_data,

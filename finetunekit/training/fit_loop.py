@@ -34,6 +34,7 @@ up its data adapter and callbacks, the head's part went from 1.7-1.9 s to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,16 @@ import tensorflow as tf
 
 from finetunekit import _compat
 
-__all__ = ["class_weight_fn", "drive", "fit_head", "python_logs", "symbolic_build"]
+__all__ = [
+    "build_before_fit",
+    "class_weight_fn",
+    "drive",
+    "fit_head",
+    "python_logs",
+    "symbolic_build",
+]
+
+logger = logging.getLogger("finetunekit")
 
 Logs = dict[str, Any]
 
@@ -92,6 +102,41 @@ def symbolic_build(model: keras.Model, dataset: tf.data.Dataset) -> None:
         lambda s: keras.KerasTensor(s.shape, dtype=s.dtype.name), dataset.element_spec
     )
     _compat.symbolic_build(model, batch)
+
+
+def build_before_fit(model: keras.Model, dataset: Any) -> bool:
+    """Builds the optimizer and metric variables before ``model.fit`` traces its step.
+
+    Without a distribution strategy, Keras 3 leaves them to the first trace of
+    the training step. TensorFlow then traces the step a second time, because
+    the first trace created variables: on this project's 2-core CPU that
+    second trace doubles the first step (MobileNetV3Small at 96x96: 20.4 s
+    against 11.4 s with this build; ResNet50: 33.5 s against 19.3 s;
+    all-MiniLM-L6-v2 about 10 s). Results are unchanged: the same variables,
+    created once.
+
+    Does nothing when ``dataset`` is not a ``tf.data.Dataset`` or when the
+    model was built under a strategy (``fit`` then builds first itself).
+    Returns whether it built. A model that cannot be built symbolically is
+    left to ``fit``, which builds it while tracing as it always does; the
+    reason is logged.
+
+    Examples:
+        >>> import numpy as np, keras, tensorflow as tf
+        >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> net.compile("adam", "mse")
+        >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2)), np.zeros(4))).batch(2)
+        >>> build_before_fit(net, data), net.optimizer.built
+        (True, True)
+    """
+    if not isinstance(dataset, tf.data.Dataset) or not _compat.builds_in_first_trace(model):
+        return False
+    try:
+        symbolic_build(model, dataset)
+    except Exception as error:  # noqa: BLE001 - fit builds it while tracing, as without us
+        logger.info("finetunekit: %s is built by fit's first trace (%s)", model.name, error)
+        return False
+    return True
 
 
 def drive(
