@@ -454,14 +454,12 @@ def _fit_cached(
             # One iterator for every epoch (the same batches per epoch as one per epoch,
             # see FeatureCache.train_epochs_dataset) when the epoch splits into whole calls.
             one_iterator = one_iterator and batches % per_call == 0
-            head_ds = (
+            fit = distribute.fit(  # model.fit, after building its variables (one trace)
+                head,
+                None,
                 cache.train_epochs_dataset(epochs, shuffle=trainer.shuffle, seed=trainer.seed)
                 if one_iterator
-                else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed)
-            )
-            fit_loop.build_before_fit(head, head_ds)
-            fit = head.fit(
-                head_ds,
+                else cache.train_dataset(shuffle=trainer.shuffle, seed=trainer.seed),
                 steps_per_epoch=batches if one_iterator else None,
                 validation_data=validation_ds,
                 initial_epoch=initial_epoch,
