@@ -24,12 +24,16 @@ Methods (one ``Trainer`` each; see docs/methods.md):
 Each (task, labels per class, method) runs with 5 seeds (the seed draws the
 labelled subset and seeds training); the table gives the mean and spread
 (sample standard deviation) of test accuracy and the median wall time.
+``--precision`` runs each of them under every ``Trainer(precision=...)``
+listed (default ``auto``), so the same seeds and subsets compare float32
+with mixed bfloat16 on held-out accuracy (docs/performance.md).
 
 Usage:
 
     .venv/bin/python benchmarks/bench_methods.py                  # both tasks, 5 seeds
     .venv/bin/python benchmarks/bench_methods.py --task digits --seeds 2
     .venv/bin/python benchmarks/bench_methods.py --quick          # smoke run (tests)
+    .venv/bin/python benchmarks/bench_methods.py --methods two_phase --precision float32,mixed_bfloat16
 """
 
 from __future__ import annotations
@@ -84,9 +88,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def method_trainer(method: str, s: dict[str, Any], seed: int) -> ftk.Trainer:
+def method_trainer(
+    method: str, s: dict[str, Any], seed: int, precision: str = "auto"
+) -> ftk.Trainer:
     """The ``Trainer`` of one method under the task settings ``s``."""
-    common: dict[str, Any] = {"batch_size": s["batch_size"], "verbose": 0, "seed": seed}
+    common: dict[str, Any] = {
+        "batch_size": s["batch_size"],
+        "verbose": 0,
+        "seed": seed,
+        "precision": precision,
+    }
     if method == "scratch":
         return ftk.Trainer(
             epochs=0,
@@ -219,8 +230,10 @@ class DigitsTask:
 
 
 # ---------------------------------------------------------------------- running
-def run_one(task: Any, method: str, per_class: int, seed: int) -> dict[str, Any]:
-    """Fits one method on one labelled subset; returns accuracy and wall time."""
+def run_one(
+    task: Any, method: str, per_class: int, seed: int, precision: str = "auto"
+) -> dict[str, Any]:
+    """Fits one method on one labelled subset; returns accuracy, wall time and the policies."""
     train, test = task.data(per_class, seed)
     settings = dict(SETTINGS[task.name])
     start = time.perf_counter()
@@ -229,7 +242,7 @@ def run_one(task: Any, method: str, per_class: int, seed: int) -> dict[str, Any]
         .with_data(train)
         .with_backbone(task.backbone(method, seed))
         .with_head(ftk.HeadReplacer(dropout=0.1))
-        .with_trainer(method_trainer(method, settings, seed))
+        .with_trainer(method_trainer(method, settings, seed, precision))
         .fit()
     )
     seconds = time.perf_counter() - start
@@ -239,22 +252,28 @@ def run_one(task: Any, method: str, per_class: int, seed: int) -> dict[str, Any]
         "accuracy": accuracy,
         "seconds": seconds,
         "trainable_phase2": result.params.get("trainable_phase2"),
+        "policies": {
+            phase: choice.get("policy")
+            for phase, choice in result.info.get("precision", {}).items()
+        },
     }
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean / spread of accuracy and median seconds per (task, per_class, method)."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    """Mean / spread of accuracy and median seconds per (task, per_class, method, precision)."""
+    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["task"], row["per_class"], row["method"]), []).append(row)
+        key = (row["task"], row["per_class"], row["method"], row.get("precision", "auto"))
+        groups.setdefault(key, []).append(row)
     table = []
-    for (task, per_class, method), runs in groups.items():
+    for (task, per_class, method, precision), runs in groups.items():
         acc = [r["accuracy"] for r in runs]
         table.append(
             {
                 "task": task,
                 "per_class": per_class,
                 "method": method,
+                "precision": precision,
                 "seeds": len(runs),
                 "accuracy_mean": statistics.fmean(acc),
                 "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
@@ -266,11 +285,16 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
-    """The summary as a markdown table (best mean per block in bold)."""
+    """The summary as a markdown table (best mean per block in bold).
+
+    A precision column appears when the table holds more than one precision.
+    """
+    several = len({row.get("precision", "auto") for row in table}) > 1
     lines = [
-        "| task | labels/class | method | test accuracy (mean ± sd) | wall s (median) "
-        "| trained in phase 2 |",
-        "| --- | ---: | --- | --- | ---: | ---: |",
+        "| task | labels/class | method | "
+        + ("precision | " if several else "")
+        + "test accuracy (mean ± sd) | wall s (median) | trained in phase 2 |",
+        "| --- | ---: | --- | " + ("--- | " if several else "") + "--- | ---: | ---: |",
     ]
     blocks: dict[tuple[str, int], float] = {}
     for row in table:
@@ -281,8 +305,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
         if row["accuracy_mean"] == blocks[(row["task"], row["per_class"])]:
             acc = f"**{acc}**"
         trained = row["trainable_phase2"]
+        precision = f"{row.get('precision', 'auto')} | " if several else ""
         lines.append(
-            f"| {row['task']} | {row['per_class']} | {row['method']} | {acc} | "
+            f"| {row['task']} | {row['per_class']} | {row['method']} | {precision}{acc} | "
             f"{row['seconds_median']:.1f} | {'-' if trained is None else f'{trained:,}'} |"
         )
     return "\n".join(lines)
@@ -293,6 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--task", choices=("text", "digits", "all"), default="all")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="comma-separated Trainer precisions to run each method under (float32,mixed_bfloat16)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 size, tiny epochs")
     parser.add_argument("--out", default=None, help="write every run and the table as JSON")
     args = parser.parse_args(argv)
@@ -300,6 +330,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    precisions = [p for p in args.precision.split(",") if p]
+    for precision in precisions:
+        try:
+            ftk.Trainer(precision=precision)
+        except ftk.FineTuneError as error:
+            parser.error(str(error))
     if args.quick:
         for s in SETTINGS.values():
             s.update(epochs=2, fine_tune_epochs=1, scratch_epochs=2, sizes=s["sizes"][:1])
@@ -315,14 +351,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for per_class in SETTINGS[name]["sizes"]:
             for seed in range(args.seeds):
                 for method in methods:
-                    row = run_one(task, method, per_class, seed)
-                    row.update(task=name, per_class=per_class, method=method, seed=seed)
-                    rows.append(row)
-                    print(
-                        f"{name:6s} {per_class:3d}/class seed {seed} {method:15s} "
-                        f"accuracy {row['accuracy']:.4f}  {row['seconds']:6.1f} s",
-                        flush=True,
-                    )
+                    for precision in precisions:
+                        row = run_one(task, method, per_class, seed, precision)
+                        row.update(
+                            task=name,
+                            per_class=per_class,
+                            method=method,
+                            seed=seed,
+                            precision=precision,
+                        )
+                        rows.append(row)
+                        policies = ",".join(str(p) for p in row["policies"].values())
+                        print(
+                            f"{name:6s} {per_class:3d}/class seed {seed} {method:15s} "
+                            f"{precision:14s} accuracy {row['accuracy']:.4f}  "
+                            f"{row['seconds']:6.1f} s  ({policies})",
+                            flush=True,
+                        )
     table = summarise(rows)
     print()
     print(markdown(table))

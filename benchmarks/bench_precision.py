@@ -4,7 +4,11 @@ Prints the CPU's bfloat16-related flags, the FLOP/s of a square matmul in
 float32 and in bfloat16, and for each model the seconds of one training
 epoch (plain Keras ``fit``, the model built from random weights, a softmax
 ``Dense`` head kept in float32) under the ``"float32"`` and
-``"mixed_bfloat16"`` policies, alternating, with the median and the ratio::
+``"mixed_bfloat16"`` policies, alternating, with the median and the ratio.
+ResNet50 runs twice: with BatchNorm training (as a script that unfreezes
+everything) and with BatchNorm frozen (``trainable=False``, inference mode,
+as finetunekit's phase 2 runs it; oneDNN then folds the normalisation into
+the convolutions)::
 
     .venv/bin/python benchmarks/bench_precision.py            # MobileNetV3Small and ResNet50, 96x96
     .venv/bin/python benchmarks/bench_precision.py --quick    # a small matmul and a tiny CNN
@@ -57,7 +61,12 @@ def matmul_gflops(n: int, dtype: str, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(seconds) / 1e9
 
 
+FROZEN_BN = " (BatchNorm frozen)"
+
+
 def _model(name: str, size: int, policy: str) -> keras.Model:
+    freeze_bn = name.endswith(FROZEN_BN)
+    name = name.removesuffix(FROZEN_BN)
     keras.mixed_precision.set_global_policy(policy)
     try:
         if name == "tiny_cnn":
@@ -71,6 +80,10 @@ def _model(name: str, size: int, policy: str) -> keras.Model:
                 include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg"
             )
             inputs, features = base.input, base.output
+        if freeze_bn:
+            for layer in base.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         outputs = keras.layers.Dense(10, activation="softmax", dtype="float32")(features)
         model = keras.Model(inputs, outputs)
         model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n, models, size, images, repeats = (
         (256, ["tiny_cnn"], 32, 64, 1)
         if args.quick
-        else (2048, ["MobileNetV3Small", "ResNet50"], 96, 256, 3)
+        else (2048, ["MobileNetV3Small", "ResNet50", "ResNet50" + FROZEN_BN], 96, 256, 3)
     )
     flags = cpu_flags()
     print(f"CPU flags: {', '.join(flags) or 'no amx / avx512_bf16'}", flush=True)

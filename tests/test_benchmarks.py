@@ -129,6 +129,20 @@ def test_bench_finetune_full_only_with_another_backbone(bench_finetune, capsys):
     cells = _table_row(stdout, "keras_default, whole phase |")
     ratio = phase["keras_default"] / phase["finetunekit"]
     assert _first_number(cells[2])[0] == pytest.approx(ratio, abs=5e-3)
+    # the whole call: building, finetunekit's precision choice, compiling and every epoch,
+    # so each run's call takes longer than its epochs
+    call = full["call_seconds"]
+    for side, runs in call["runs"].items():
+        assert len(runs) == len(full["epoch_seconds"][side])
+        for seconds, epochs in zip(runs, full["epoch_seconds"][side], strict=True):
+            assert seconds > sum(epochs)
+        cells = _table_row(stdout, f"{side}, whole call |")
+        assert float(cells[1]) == pytest.approx(statistics.median(runs), abs=0.005)
+    cells = _table_row(stdout, "keras_same, whole call |")
+    ratio = statistics.median(call["runs"]["keras_same"]) / statistics.median(
+        call["runs"]["finetunekit"]
+    )
+    assert _first_number(cells[2])[0] == pytest.approx(ratio, abs=5e-3)
     assert "frozen phase" not in stdout  # figure 2 only
 
 
@@ -346,6 +360,29 @@ def test_bench_precision_quick_prints_the_medians_and_their_ratio(capsys):
     assert keras_policy_name() == "float32"  # the global policy is restored
 
 
+def test_bench_precision_frozen_batchnorm_variant_freezes_only_batchnorm():
+    """The "(BatchNorm frozen)" model: every BatchNorm frozen, everything else trains."""
+    import keras
+
+    module = _load("bench_precision")
+    sys.path.insert(0, BENCHMARKS)
+    plain = module._model("tiny_cnn", 32, "float32")
+    frozen = module._model("tiny_cnn" + module.FROZEN_BN, 32, "mixed_bfloat16")
+    norms = [
+        [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        for m in (plain, frozen)
+    ]
+    assert len(norms[0]) == len(norms[1]) == 3
+    assert all(layer.trainable for layer in norms[0])
+    assert not any(layer.trainable for layer in norms[1])
+    # only gamma and beta (2 x (8 + 16 + 32)) leave the trainable weights
+    assert plain.count_params() == frozen.count_params()
+    trainable = [sum(int(np.prod(w.shape)) for w in m.trainable_weights) for m in (plain, frozen)]
+    assert trainable[0] - trainable[1] == QUICK_BN_GAMMA_BETA
+    assert frozen.layers[-1].dtype_policy.name == "float32"  # the softmax head stays float32
+    assert frozen.layers[1].dtype_policy.name == "mixed_bfloat16"
+
+
 def keras_policy_name() -> str:
     import keras
 
@@ -388,3 +425,51 @@ def test_bench_first_step_quick_counts_the_traces_and_the_ratio_is_the_medians(c
         cells = _table_row(stdout, f"{mode} |")
         assert float(cells[2].split()[0]) == pytest.approx(medians[mode], abs=0.005)
     assert f"fit / built: {out['ratio']:.2f}x" in stdout
+
+
+def test_bench_methods_runs_each_method_under_each_precision(monkeypatch):
+    """`--precision float32,mixed_bfloat16`: the same subset trains once per precision.
+
+    Each run reports the policy every phase used (from ``result.info``), and
+    the summary keeps the precisions apart; a bad precision stops the script
+    before any data is loaded.
+    """
+    module = _load("bench_methods")
+    import finetunekit as ftk
+
+    settings = dict(module.SETTINGS["digits"], epochs=1, fine_tune_epochs=1, batch_size=8)
+    monkeypatch.setitem(module.SETTINGS, "tiny", settings)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(24, 16, 16, 3)).astype("uint8")
+    y = np.arange(24) % 3
+
+    class Tiny:
+        name = "tiny"
+
+        def data(self, per_class, seed):
+            return ftk.DatasetAdapter.from_arrays(x, y), ftk.DatasetAdapter.from_arrays(x, y)
+
+        def backbone(self, method, seed):
+            from keras_baseline import tiny_cnn
+
+            return ftk.Backbone.from_model(tiny_cnn(input_shape=(16, 16, 3)))
+
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    rows = []
+    for precision in ("float32", "mixed_bfloat16"):
+        row = module.run_one(Tiny(), "two_phase", 8, 0, precision)
+        row.update(task="tiny", per_class=8, method="two_phase", seed=0, precision=precision)
+        rows.append(row)
+    assert [row["policies"] for row in rows] == [
+        {"phase1": "float32", "phase2": "float32"},
+        {"phase1": "mixed_bfloat16", "phase2": "mixed_bfloat16"},
+    ]
+    table = module.summarise(rows)
+    assert [(r["precision"], r["accuracy_mean"]) for r in table] == [
+        (row["precision"], row["accuracy"]) for row in rows
+    ]
+    text = module.markdown(table)
+    assert "| precision |" in text and "| mixed_bfloat16 |" in text
+    assert "| precision |" not in module.markdown(table[:1])  # one precision: no column
+    with pytest.raises(SystemExit):
+        module.main(["--task", "digits", "--precision", "float32,bfloat17"])

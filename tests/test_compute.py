@@ -12,7 +12,12 @@ import tensorflow as tf
 
 import finetunekit as ftk
 from finetunekit.training import compute, feature_cache
-from finetunekit.training.compute import has_accelerator, precision_scope, resolve_jit_compile
+from finetunekit.training.compute import (
+    cpu_precision_warning,
+    has_accelerator,
+    precision_scope,
+    resolve_jit_compile,
+)
 
 _STEPS = ("features", "head", "frozen", "full")
 
@@ -248,3 +253,32 @@ def test_mixed_bfloat16_fit_trains_like_float32():
     diff = np.abs(p_mixed - p_plain).max()
     assert 1e-5 < diff < 0.02  # > 0: bfloat16 really ran; measured 0.0012-0.0042
     np.testing.assert_allclose(loss, plain.history["loss"], rtol=0.02)  # measured <= 0.51%
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "says", "not_says"),
+    [
+        ("mixed_bfloat16", {"amx_bf16", "amx_tile", "avx512_bf16"}, "has AMX", "no AMX"),
+        ("mixed_bfloat16", {"avx512_bf16"}, "avx512_bf16 but no AMX", "has AMX"),
+        ("mixed_bfloat16", set(), "neither AMX nor avx512_bf16", "ran at"),
+        ("mixed_float16", {"amx_bf16", "avx512_bf16"}, "float16 has no fast CPU path", "AMX"),
+    ],
+)
+def test_cpu_precision_warning_names_what_was_measured_on_this_kind_of_cpu(
+    precision, flags, says, not_says
+):
+    """The warning speaks of this machine's CPU (its flags), not of another one."""
+    text = cpu_precision_warning(precision, frozenset(flags))
+    assert text.startswith(f"precision={precision!r} on a machine without GPU or TPU")
+    assert says in text and not_says not in text
+    assert "precision='auto'" in text
+
+
+def test_precision_scope_warns_with_this_machines_flags(fake_devices, monkeypatch):
+    """The warning the scope raises is the one for /proc/cpuinfo's flags."""
+    fake_devices()
+    monkeypatch.setattr(compute, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    with pytest.warns(UserWarning, match="avx512_bf16 but no AMX"):
+        with precision_scope("mixed_bfloat16"):
+            pass
+    keras.config.set_dtype_policy("float32")

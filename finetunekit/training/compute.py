@@ -43,6 +43,7 @@ __all__ = [
     "check_jit_compile",
     "check_precision",
     "choose_precision",
+    "cpu_precision_warning",
     "device_facts",
     "fast_bfloat16",
     "has_accelerator",
@@ -138,6 +139,41 @@ def check_precision(precision: Any) -> str:
 _AUTO_MARK = "_finetunekit_auto_precision"
 
 
+def cpu_precision_warning(precision: str, flags: frozenset[str]) -> str:
+    """What an explicit 16-bit ``precision`` costs on a CPU with these ``flags``, as measured.
+
+    The figures are the project's measurements on the kind of CPU the flags
+    describe (``benchmarks/bench_precision.py``, docs/performance.md,
+    "Precision"): one with AMX, one with AVX-512 BF16 only, or neither.
+
+    Examples:
+        >>> print(cpu_precision_warning("mixed_float16", frozenset()))  # doctest: +ELLIPSIS
+        precision='mixed_float16' on a machine without GPU or TPU: float16 has no fast CPU path...
+    """
+    head = f"precision={precision!r} on a machine without GPU or TPU: "
+    tail = " precision='auto' measures your model on your CPU and picks (docs/performance.md, 'Precision')"
+    if precision == "mixed_float16":
+        return head + "float16 has no fast CPU path; training runs slower than in float32." + tail
+    if "amx_bf16" in flags:
+        return (
+            head + "this CPU has AMX. On a 2-core AMX CPU a mixed_bfloat16 training epoch ran "
+            "at 0.59-0.60x the float32 speed on MobileNetV3Small (depthwise convolutions), "
+            "1.00-1.17x on ResNet50 with BatchNorm training and 1.24-1.99x with BatchNorm "
+            "frozen (as finetunekit's phase 2 runs it); it pays on large convolution and "
+            "matmul models only." + tail
+        )
+    if "avx512_bf16" in flags:
+        return (
+            head + "this CPU has avx512_bf16 but no AMX. On such a 2-core CPU a mixed_bfloat16 "
+            "training epoch ran at 0.56x the float32 speed on MobileNetV3Small and 1.00x on "
+            "ResNet50; expect no gain." + tail
+        )
+    return (
+        head + "this CPU has neither AMX nor avx512_bf16, so bfloat16 is converted in software "
+        "and training runs slower than in float32." + tail
+    )
+
+
 @contextlib.contextmanager
 def precision_scope(precision: str) -> Iterator[None]:
     """Builds models under the Keras dtype policy ``precision``, then restores the old one.
@@ -160,15 +196,7 @@ def precision_scope(precision: str) -> Iterator[None]:
     """
     precision = check_precision(precision)
     if precision not in ("float32", "auto") and not has_accelerator():
-        warnings.warn(
-            f"precision={precision!r} on a machine without GPU or TPU: on this project's CPU "
-            "(avx512_bf16, no AMX) a mixed_bfloat16 training epoch ran at 0.56x "
-            "(MobileNetV3Small) and 1.00x (ResNet50) the float32 speed, on a CPU with AMX "
-            "ResNet50 ran 1.47x faster; float16 has no fast CPU path. precision='auto' "
-            "measures your model on your CPU and picks (docs/performance.md, 'Precision')",
-            UserWarning,
-            stacklevel=3,
-        )
+        warnings.warn(cpu_precision_warning(precision, _cpu_flags()), UserWarning, stacklevel=3)
     previous = keras.config.dtype_policy()
     if precision == "auto":
         policy = keras.DTypePolicy("float32")
@@ -185,8 +213,8 @@ def precision_scope(precision: str) -> Iterator[None]:
 # ---------------------------------------------------------------------- precision="auto"
 #: Below this many parameters in the phase's model, ``"auto"`` keeps float32 without
 #: measuring. Measured (docs/performance.md, "Precision"): bfloat16 made a training epoch
-#: of MobileNetV3Small (0.9M parameters) 0.56x as fast on an avx512_bf16 CPU and slower
-#: on an AMX CPU too, while ResNet50 (23.6M) was level here and 1.47x faster with AMX;
+#: of MobileNetV3Small (0.9M parameters) 0.56x as fast on an avx512_bf16 CPU and 0.60x
+#: on an AMX CPU, while ResNet50 (23.6M) was level without AMX and 1.24-1.99x faster with;
 #: the timing itself (tracing both policies) costs seconds a small model cannot win back.
 AUTO_MIN_PARAMS = 5_000_000
 #: bfloat16 must be this much faster than float32 in the measurement to be chosen.
