@@ -449,23 +449,14 @@ def bench_full(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any
         },
     )
     # the whole phase as a user waits for it: every epoch, the first one's tracing included
-    phase = medians_and_ratios(
-        {side: [sum(run) for run in runs] for side, runs in epoch_seconds.items()},
-        {
-            "ratio_same": ("keras_same", "finetunekit"),
-            "ratio_default": ("keras_default", "finetunekit"),
-        },
-    )
-    call = {
-        **medians_and_ratios(
-            call_seconds,
-            {
-                "ratio_same": ("keras_same", "finetunekit"),
-                "ratio_default": ("keras_default", "finetunekit"),
-            },
-        ),
-        "runs": call_seconds,
+    waited = {  # seconds a user waits: side / finetunekit
+        "ratio_same": ("keras_same", "finetunekit"),
+        "ratio_default": ("keras_default", "finetunekit"),
     }
+    phase = medians_and_ratios(
+        {side: [sum(run) for run in runs] for side, runs in epoch_seconds.items()}, waited
+    )
+    call = {**medians_and_ratios(call_seconds, waited), "runs": call_seconds}
     return {
         "images_per_s": figures.pop("medians"),
         **figures,
@@ -509,25 +500,17 @@ def full_table(cfg: dict[str, Any], full: dict[str, Any]) -> str:
         lines.append(
             f"| {side} | {rate:.1f} | {_ratio_cell(full, side)} | {full['trainable'][side]:,} |"
         )
-    phase = full.get("phase_seconds")
-    if phase:
-        lines += [
-            "",
-            "| side | seconds (every epoch, the first one's tracing too) | side / finetunekit |",
-            "| --- | --- | --- |",
-        ]
-        for side, seconds in phase["medians"].items():
-            lines.append(f"| {side}, whole phase | {seconds:.2f} | {_ratio_cell(phase, side)} |")
-    call = full.get("call_seconds")
-    if call:
-        lines += [
-            "",
-            "| side | seconds (the whole call: build, measure, compile, every epoch) "
-            "| side / finetunekit |",
-            "| --- | --- | --- |",
-        ]
-        for side, seconds in call["medians"].items():
-            lines.append(f"| {side}, whole call | {seconds:.2f} | {_ratio_cell(call, side)} |")
+    for key, what, header in (
+        ("phase_seconds", "whole phase", "every epoch, the first one's tracing too"),
+        ("call_seconds", "whole call", "the whole call: build, measure, compile, every epoch"),
+    ):
+        seconds_table = full.get(key)
+        if not seconds_table:
+            continue
+        lines += ["", f"| side | seconds ({header}) | side / finetunekit |", "| --- | --- | --- |"]
+        for side, seconds in seconds_table["medians"].items():
+            cell = _ratio_cell(seconds_table, side)
+            lines.append(f"| {side}, {what} | {seconds:.2f} | {cell} |")
     if full.get("precision"):
         lines.append(f"\nfinetunekit's phase-2 precision: {full['precision']}")
     return "\n".join(lines)

@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 from own_backbone import few_labels  # noqa: E402  (examples/own_backbone.py)
 
 import finetunekit as ftk  # noqa: E402
+from finetunekit.training.compute import check_precision  # noqa: E402
 
 METHODS = ("head_only", "two_phase", "gradual", "discriminative", "lora", "scratch")
 
@@ -263,7 +264,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean / spread of accuracy and median seconds per (task, per_class, method, precision)."""
     groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["task"], row["per_class"], row["method"], row.get("precision", "auto"))
+        key = (row["task"], row["per_class"], row["method"], row["precision"])
         groups.setdefault(key, []).append(row)
     table = []
     for (task, per_class, method, precision), runs in groups.items():
@@ -289,7 +290,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
 
     A precision column appears when the table holds more than one precision.
     """
-    several = len({row.get("precision", "auto") for row in table}) > 1
+    several = len({row["precision"] for row in table}) > 1
     lines = [
         "| task | labels/class | method | "
         + ("precision | " if several else "")
@@ -305,7 +306,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
         if row["accuracy_mean"] == blocks[(row["task"], row["per_class"])]:
             acc = f"**{acc}**"
         trained = row["trainable_phase2"]
-        precision = f"{row.get('precision', 'auto')} | " if several else ""
+        precision = f"{row['precision']} | " if several else ""
         lines.append(
             f"| {row['task']} | {row['per_class']} | {row['method']} | {precision}{acc} | "
             f"{row['seconds_median']:.1f} | {'-' if trained is None else f'{trained:,}'} |"
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precisions = [p for p in args.precision.split(",") if p]
     for precision in precisions:
         try:
-            ftk.Trainer(precision=precision)
+            check_precision(precision)
         except ftk.FineTuneError as error:
             parser.error(str(error))
     if args.quick:

@@ -360,12 +360,12 @@ def test_bench_precision_quick_prints_the_medians_and_their_ratio(capsys):
     assert keras_policy_name() == "float32"  # the global policy is restored
 
 
-def test_bench_precision_frozen_batchnorm_variant_freezes_only_batchnorm():
+def test_bench_precision_frozen_batchnorm_variant_freezes_only_batchnorm(monkeypatch):
     """The "(BatchNorm frozen)" model: every BatchNorm frozen, everything else trains."""
     import keras
 
     module = _load("bench_precision")
-    sys.path.insert(0, BENCHMARKS)
+    monkeypatch.syspath_prepend(BENCHMARKS)
     plain = module._model("tiny_cnn", 32, "float32")
     frozen = module._model("tiny_cnn" + module.FROZEN_BN, 32, "mixed_bfloat16")
     norms = [
