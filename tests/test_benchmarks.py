@@ -473,3 +473,34 @@ def test_bench_methods_runs_each_method_under_each_precision(monkeypatch):
     assert "| precision |" not in module.markdown(table[:1])  # one precision: no column
     with pytest.raises(SystemExit):
         module.main(["--task", "digits", "--precision", "float32,bfloat17"])
+
+
+def test_bench_teardown_quick_runs_both_modes_and_prints_the_medians(capsys):
+    """`bench_teardown.py --quick`: each case runs both modes alternately; the "autotune" side
+    really has tf.data's autotuning on; the table prints the medians and their ratio."""
+    module = _load("bench_teardown")
+    out = module.main(["--quick", "--repeats", "3"])
+    stdout = capsys.readouterr().out
+    assert list(out["cases"]) == ["cached phase", "feature pass", "fit", "parallel map", "decode"]
+    for name, case in out["cases"].items():
+        for mode in module.MODES:
+            seconds = [run["seconds"] for run in case["runs"][mode]]
+            assert len(seconds) == 3 and all(s > 0 for s in seconds), (name, mode)
+            assert case["median"][mode] == statistics.median(seconds)
+        assert case["ratio"] == pytest.approx(case["median"]["autotune"] / case["median"]["off"])
+        cells = _table_row(stdout, f"{name} |")
+        assert float(cells[1]) == pytest.approx(case["median"]["autotune"], abs=5e-4)
+        assert float(cells[2]) == pytest.approx(case["median"]["off"], abs=5e-4)
+        _assert_ratio_follows(cells[1], cells[2], cells[3])
+    deletes = out["cases"]["feature pass"]["runs"]["off"]
+    assert all(run["delete"] >= 0 for run in deletes)
+    assert out["cases"]["feature pass"]["slow_deletes"]["off"] == sum(
+        run["delete"] > module.SLOW_DELETE_S for run in deletes
+    )
+    import tensorflow as tf
+
+    from finetunekit.data.options import without_autotune
+
+    for mode, enabled in (("autotune", True), ("off", False)):
+        ds = module.with_mode(without_autotune(tf.data.Dataset.range(2)), mode)
+        assert ds.options().autotune.enabled is enabled

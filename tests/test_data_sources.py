@@ -396,3 +396,37 @@ def test_unreadable_images(image_dir):
     _check_message(err, "path", "1 of 7", os.path.join("dog", "broken.png"))
     with pytest.raises(ArgumentTypeError):
         DatasetAdapter.from_directory(image_dir, validate="yes")
+
+
+# --------------------------------------------------------------------------- tf.data options
+
+
+def _every_dataset(data: DatasetAdapter) -> dict[str, tf.data.Dataset]:
+    return {
+        "as_dataset": data.as_dataset(2, shuffle=True, seed=0),
+        "inputs_dataset": data.inputs_dataset(2),
+        "index_dataset": data.index_dataset(2, shuffle=True, seed=0),
+    }
+
+
+def test_every_dataset_switches_autotuning_off_and_keeps_its_elements(image_dir):
+    """Each source's datasets run without tf.data's autotuning model (data/options.py: deleting
+    an iterator can wait ~1 s for it), with the same elements as the pipeline with it on."""
+    arrays = DatasetAdapter.from_arrays(_x(5), [0, 1, 2, 0, 1])
+    pipeline = DatasetAdapter.from_tf_dataset(
+        tf.data.Dataset.from_tensor_slices((_x(5), [0, 1, 2, 0, 1])).prefetch(1)
+    )
+    folder = DatasetAdapter.from_directory(image_dir, image_size=(6, 5))
+    texts = DatasetAdapter.from_texts(["a b", "c", "d e f", "g"], [0, 1, 0, 1])
+    on = tf.data.Options()
+    on.autotune.enabled = True
+    for data in (arrays, pipeline, folder, texts):
+        for name, ds in _every_dataset(data).items():
+            assert ds.options().autotune.enabled is False, (data.source, name)
+        for name, ds in _every_dataset(data).items():  # fresh, seeded the same way
+            reference = _every_dataset(data)[name].with_options(on)
+            assert reference.options().autotune.enabled is True
+            for got, want in zip(ds, reference, strict=True):
+                tf.nest.map_structure(
+                    lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), got, want
+                )

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from finetunekit.data.generators import generator_dataset
+from finetunekit.data.options import without_autotune
 from finetunekit.data.sources import (
     COLOR_CHANNELS,
     ArraySource,
@@ -1167,7 +1168,9 @@ class DatasetAdapter:
         order changes every epoch; a ``seed`` makes that sequence repeatable.
         Array sources shuffle indices and gather whole batches; directory
         sources shuffle file names; tf.data sources shuffle in a buffer of
-        about 256 MiB of examples.
+        about 256 MiB of examples. tf.data's autotuning is switched off
+        (``finetunekit/data/options.py``: it can make deleting an iterator
+        wait about a second).
 
         Args:
             batch_size: Examples per batch (the last batch may be smaller).
@@ -1187,7 +1190,8 @@ class DatasetAdapter:
         batch_size = _positive_int(batch_size, "batch_size", "32")
         shuffle = _check_bool(shuffle, "shuffle")
         seed = _check_seed(seed)
-        return self._source.dataset(batch_size, self._targets, self._encoding, shuffle, seed)
+        ds = self._source.dataset(batch_size, self._targets, self._encoding, shuffle, seed)
+        return without_autotune(ds)  # data/options.py: no second-long waits at each epoch's end
 
     def inputs_dataset(self, batch_size: int) -> tf.data.Dataset:
         """Batched ``tf.data`` of raw inputs only, in example order (for ``predict``).
@@ -1199,7 +1203,7 @@ class DatasetAdapter:
             [2, 2, 1]
         """
         batch_size = _positive_int(batch_size, "batch_size", "32")
-        return self._source.inputs(batch_size)
+        return without_autotune(self._source.inputs(batch_size))
 
     def replay_problem(self) -> str | None:
         """Why the inputs may differ from pass to pass (``None`` when they never do).
@@ -1269,7 +1273,7 @@ class DatasetAdapter:
             lambda idx: (idx, stored_to_batch_tf(tf.gather(t_t, idx), encoding)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
     def sample_inputs(self, n: int = 256) -> np.ndarray:
         """The first ``n`` raw inputs as numpy (fewer when the data is smaller).
