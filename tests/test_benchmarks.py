@@ -16,6 +16,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 from types import ModuleType
 
 import numpy as np
@@ -475,23 +476,46 @@ def test_bench_methods_runs_each_method_under_each_precision(monkeypatch):
         module.main(["--task", "digits", "--precision", "float32,bfloat17"])
 
 
-def test_bench_teardown_quick_runs_both_modes_and_prints_the_medians(capsys):
-    """`bench_teardown.py --quick`: each case runs both modes alternately; the "autotune" side
-    really has tf.data's autotuning on; the table prints the medians and their ratio."""
-    module = _load("bench_teardown")
-    out = module.main(["--quick", "--repeats", "3"])
+def test_bench_fixed_costs_quick_runs_both_modes_and_prints_the_medians(capsys):
+    """`bench_fixed_costs.py --quick`: each case runs both its modes alternately; the "autotune"
+    side really has tf.data's autotuning on, the "sequential" side really runs the head's trace
+    after the feature pass; the table prints the medians and their ratio."""
+    module = _load("bench_fixed_costs")
+    from finetunekit.training import feature_cache
+
+    overlapped = feature_cache.FeatureCache.build
+    worker_threads: dict[str, list[bool]] = {"sequential": [], "overlapped": []}
+    real_fill = feature_cache.FeatureStore.fill
+
+    def fill_spy(self, *args, **kwargs):
+        mode = "sequential" if feature_cache.FeatureCache.build is not overlapped else "overlapped"
+        worker_threads[mode].append(threading.current_thread() is not threading.main_thread())
+        return real_fill(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(feature_cache.FeatureStore, "fill", fill_spy)
+        out = module.main(["--quick", "--repeats", "3"])
     stdout = capsys.readouterr().out
-    assert list(out["cases"]) == ["cached phase", "feature pass", "fit", "parallel map", "decode"]
+    assert feature_cache.FeatureCache.build is overlapped  # put back after each run
+    # training and validation features, in the worker only when overlapped: 3 sequential runs;
+    # 3 overlapped runs of "overlap" and 6 of "cached phase" (both its modes overlap)
+    assert worker_threads == {"sequential": [False] * 6, "overlapped": [True] * 18}
+    assert list(out["cases"]) == [
+        "cached phase", "overlap", "feature pass", "fit", "parallel map", "decode"
+    ]  # fmt: skip
     for name, case in out["cases"].items():
-        for mode in module.MODES:
+        first, second = case["modes"]
+        assert case["modes"] == list(module.OVERLAP if name == "overlap" else module.TEARDOWN)
+        for mode in case["modes"]:
             seconds = [run["seconds"] for run in case["runs"][mode]]
             assert len(seconds) == 3 and all(s > 0 for s in seconds), (name, mode)
             assert case["median"][mode] == statistics.median(seconds)
-        assert case["ratio"] == pytest.approx(case["median"]["autotune"] / case["median"]["off"])
+        assert case["ratio"] == pytest.approx(case["median"][first] / case["median"][second])
         cells = _table_row(stdout, f"{name} |")
-        assert float(cells[1]) == pytest.approx(case["median"]["autotune"], abs=5e-4)
-        assert float(cells[2]) == pytest.approx(case["median"]["off"], abs=5e-4)
-        _assert_ratio_follows(cells[1], cells[2], cells[3])
+        assert cells[1] == f"{first} / {second}"
+        assert float(cells[2]) == pytest.approx(case["median"][first], abs=5e-4)
+        assert float(cells[3]) == pytest.approx(case["median"][second], abs=5e-4)
+        _assert_ratio_follows(cells[2], cells[3], cells[4])
     deletes = out["cases"]["feature pass"]["runs"]["off"]
     assert all(run["delete"] >= 0 for run in deletes)
     assert out["cases"]["feature pass"]["slow_deletes"]["off"] == sum(

@@ -392,3 +392,134 @@ def test_head_loop_problem_names_why_keras_fit_trains_the_head():
     )
     with_callback = ftk.Trainer(callbacks=[keras.callbacks.Callback()])
     assert _head_loop_problem(with_callback, True, None).startswith("callbacks are given")
+
+
+def _cache_inputs(n: int = 11):
+    """A model whose backbone doubles its 3 inputs, the adapter, and the expected features."""
+    x = np.arange(3 * n, dtype="float32").reshape(n, 3)
+    inputs = keras.Input((3,))
+    net = keras.Model(inputs, keras.layers.Rescaling(2.0)(inputs), name="net")
+    model = keras.Model(inputs, keras.layers.Dense(2)(net(inputs, training=False)))
+    return split_frozen(model, net), ftk.DatasetAdapter.from_arrays(x, np.arange(n) % 2), 2 * x
+
+
+def _features(cache, which: int) -> np.ndarray:
+    ds = cache.train_dataset(shuffle=False, seed=None) if which == 0 else cache.validation_dataset()
+    return np.concatenate([f.numpy() for f, _ in ds])
+
+
+def test_the_feature_pass_runs_in_a_worker_while_meanwhile_runs_in_the_calling_thread():
+    """With ``meanwhile``, the backbone runs in a worker thread, ``meanwhile`` in this one (its
+    result kept), and the features are the same as without it: 2x the inputs, in order."""
+    import threading
+
+    split, data, expected = _cache_inputs()
+    val_split = data.split(0.25, seed=0)
+    threads = {}
+    real_fill = FeatureStore.fill
+
+    def fill_spy(self, *args, **kwargs):
+        threads.setdefault("pass", set()).add(threading.current_thread().name)
+        return real_fill(self, *args, **kwargs)
+
+    def meanwhile():
+        threads["meanwhile"] = threading.current_thread().name
+        return "traced"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FeatureStore, "fill", fill_spy)
+        train, val = val_split
+        with feature_cache.FeatureCache(split, train, val, 4, 2**20, meanwhile=meanwhile) as c:
+            assert c.meanwhile_result == "traced"
+            overlapped = [_features(c, 0), _features(c, 1)]
+        assert threads["meanwhile"] == threading.current_thread().name
+        (worker,) = threads.pop("pass")
+        assert worker.startswith("finetunekit-features")
+        with feature_cache.FeatureCache(split, train, val, 4, 2**20) as c:
+            assert c.meanwhile_result is None
+            inline = [_features(c, 0), _features(c, 1)]
+        assert threads["pass"] == {threading.current_thread().name}
+    for got, want, part in zip(overlapped, inline, (train, val), strict=True):
+        np.testing.assert_array_equal(got, want)
+        by_hand = 2.0 * np.concatenate([b.numpy() for b in part.inputs_dataset(100)])
+        np.testing.assert_array_equal(got, by_hand)  # the backbone doubles its inputs
+    assert sorted(np.concatenate(overlapped)[:, 0]) == sorted(expected[:, 0])  # every example
+
+
+def test_an_error_in_meanwhile_stops_the_pass_and_deletes_the_cache():
+    """``meanwhile`` failing: the error reaches the caller after the worker stopped (within a
+    batch), and nothing is left behind (spilled features' folder deleted)."""
+    import threading
+
+    split, data, _ = _cache_inputs(8 * 256)  # 8 batches: the pass uses batches of 256 here
+    batches = []
+    started = threading.Event()
+    real_fill = FeatureStore.fill
+
+    def fill_spy(self, compute, inputs, stop=None):
+        def counting(batch):
+            batches.append(len(batch))
+            started.set()
+            time.sleep(0.05)
+            return compute(batch)
+
+        return real_fill(self, counting, inputs, stop)
+
+    def meanwhile():
+        assert started.wait(10)  # the pass is under way
+        raise RuntimeError("tracing the head failed")
+
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FeatureStore, "fill", fill_spy)
+        cache = feature_cache.FeatureCache(split, data, None, 1, 0, meanwhile=meanwhile)
+        with pytest.raises(RuntimeError, match="tracing the head failed"):
+            with cache:
+                pass
+    assert batches and len(batches) < 8 and set(batches) == {256}  # stopped within a batch
+    assert cache.stores and all(s.folder is None for s in cache.stores)  # spilled, then deleted
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+
+
+def test_an_error_in_the_pass_reaches_the_caller_after_meanwhile():
+    """The worker's error (here: the data changed under the cache) is raised in the calling
+    thread once ``meanwhile`` has finished."""
+    split, data, _ = _cache_inputs()
+    done = []
+
+    def broken(self, compute, inputs, stop=None):
+        raise feature_cache.CacheUnavailable("the data yielded 3 examples instead of 11")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FeatureStore, "fill", broken)
+        cache = feature_cache.FeatureCache(
+            split, data, None, 4, 2**20, meanwhile=lambda: done.append("meanwhile")
+        )
+        with pytest.raises(feature_cache.CacheUnavailable, match="3 examples instead of 11"):
+            with cache:
+                pass
+    assert done == ["meanwhile"]
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_the_cached_phase_runs_the_head_loop_traced_during_the_feature_pass(class_weight):
+    """The engine traces the head's loop while the backbone computes the features
+    (fit_loop.trace_head), and fit_head runs those traces: each traced once, never again."""
+    from finetunekit.training import fit_loop
+
+    traced = []
+    real_trace = fit_loop.trace_head
+
+    def trace_spy(*args, **kwargs):
+        traced.append(real_trace(*args, **kwargs))
+        return traced[-1]
+
+    x, y = _data()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_loop, "trace_head", trace_spy)
+        result = _fit(ftk.DatasetAdapter.from_arrays(x, y), class_weight=class_weight)
+    assert result.info["feature_cache"]["head_loop"] == "finetunekit"
+    (steps,) = traced
+    assert steps.train.experimental_get_tracing_count() == 1
+    assert steps.test.experimental_get_tracing_count() == 1
+    assert len(result.history["loss"]) == 3

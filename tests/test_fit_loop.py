@@ -50,9 +50,13 @@ def _both_ways(
     initial_epoch: int = 1,
     extra: Any = None,
     jit_compile: bool = False,
+    traced: list[fit_loop.HeadSteps] | None = None,
     **kwargs: Any,
 ) -> dict[str, tuple[keras.Model, keras.callbacks.History, list[str]]]:
-    """Keras fit and fit_head on the same model, data and seed: (model, history, events)."""
+    """Keras fit and fit_head on the same model, data and seed: (model, history, events).
+
+    With a ``traced`` list, fit_head runs functions traced beforehand by ``trace_head`` on
+    datasets of zeros shaped like the data (as the feature cache does), appended to it."""
     runs = {}
     for way in ("keras", "finetunekit"):
         train, val = _data()  # fresh: each new iterator of a shuffling dataset reshuffles
@@ -72,6 +76,18 @@ def _both_ways(
                 **kwargs,
             )
         else:
+            if traced is not None:
+                zeros = _zeros_like(train), _zeros_like(val)
+                traced.append(
+                    fit_loop.trace_head(
+                        model,
+                        zeros[0],
+                        STEPS,
+                        validation=zeros[1],
+                        class_weight=kwargs.get("class_weight"),
+                    )
+                )
+                kwargs["traced"] = traced[-1]
             history = fit_loop.fit_head(
                 model,
                 repeated,
@@ -85,6 +101,10 @@ def _both_ways(
             )
         runs[way] = (model, history, recorder.events)
     return runs
+
+
+def _zeros_like(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.map(lambda x, y: (tf.zeros_like(x), y))
 
 
 def _assert_same(runs: dict[str, tuple[keras.Model, keras.callbacks.History, list[str]]]) -> None:
@@ -224,3 +244,29 @@ def test_pipeline_phases_trace_each_step_once(traces: list[str], tiny_images: An
     result = tuner.with_backbone(backbone).with_trainer(trainer).fit()
     assert result.info["feature_cache"]["head_loop"] == "finetunekit"
     assert len(traces) == 2, traces  # the head's step in phase 1, the full model's in phase 2
+
+
+@pytest.mark.parametrize("class_weight", [None, {0: 1.0, 1: 4.0, 2: 0.5}])
+def test_fit_head_on_functions_traced_before_the_data_trains_as_keras_fit(class_weight) -> None:
+    """trace_head on datasets of zeros shaped like the data (what the feature cache traces
+    while the backbone runs): fit_head then trains as Keras' fit does, with those traces."""
+    traced: list[fit_loop.HeadSteps] = []
+    kwargs = {} if class_weight is None else {"class_weight": class_weight}
+    _assert_same(_both_ways(traced=traced, **kwargs))
+    (steps,) = traced
+    assert steps.train.experimental_get_tracing_count() == 1  # traced once, before the data
+    assert steps.test.experimental_get_tracing_count() == 1
+    assert (steps.steps, steps.validation_steps) == (STEPS, 2)
+
+
+def test_fit_head_refuses_functions_traced_for_other_batches() -> None:
+    train, val = _data()
+    model = _model()
+    other = fit_loop.trace_head(model, _zeros_like(train), STEPS + 1, validation=_zeros_like(val))
+    with pytest.raises(ValueError, match="traced for 6 steps and 2 validation batches"):
+        fit_loop.fit_head(model, train, STEPS, validation=val, epochs=1, verbose=0, traced=other)
+    no_validation = fit_loop.trace_head(model, _zeros_like(train), STEPS)
+    with pytest.raises(ValueError, match="but the data has 5 and 2"):
+        fit_loop.fit_head(
+            model, train, STEPS, validation=val, epochs=1, verbose=0, traced=no_validation
+        )

@@ -14,7 +14,7 @@ Switching autotuning off keeps ``num_parallel_calls=AUTOTUNE`` and
 ``prefetch(AUTOTUNE)`` working. A map that sleeps 50 ms per element ran 64
 elements in 1.66-1.67 s either way (2 calls at a time on 2 cores), and
 decoding and resizing 2,048 JPEGs took 1.15-1.21 s without autotuning against
-1.20-1.41 s with it. The figures come from ``benchmarks/bench_teardown.py``.
+1.20-1.41 s with it. The figures come from ``benchmarks/bench_fixed_costs.py``.
 """
 
 from __future__ import annotations

@@ -405,26 +405,26 @@ def _fit_cached(
 
     model = built.model
     start = time.perf_counter()
-    with FeatureCache(
+    head = split.head_model
+    cache = FeatureCache(
         split,
         train.adapter,
         validation.adapter if validation is not None else None,
         trainer.batch_size,
         int(trainer.cache_memory_mb * 2**20),
         jit_compile=bool(resolve_jit_compile(trainer.jit_compile, "features")),
-    ) as cache:
-        seconds = time.perf_counter() - start
-        info.update(bytes=cache.nbytes, spilled=cache.spilled)
-        head = split.head_model
-        batches = cache.train_steps
-        one_iterator = cache.replays_epochs()
-        validation_ds = cache.validation_dataset()
-        problem = _head_loop_problem(trainer, one_iterator, validation_ds)
-        info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
-        # A head step takes about a millisecond, so fit's fixed and per-step Python costs
-        # dominate: finetunekit's head loop runs an epoch per call; Keras' fit (used when the
-        # head loop cannot be) runs many steps per call unless callbacks may want every batch.
-        per_call = 1 if trainer.callbacks else _steps_per_call(batches)
+    )
+    batches = cache.train_steps
+    one_iterator = cache.replays_epochs()
+    problem = _head_loop_problem(trainer, one_iterator, cache.validation_shape_dataset())
+    info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
+    # A head step takes about a millisecond, so fit's fixed and per-step Python costs
+    # dominate: finetunekit's head loop runs an epoch per call; Keras' fit (used when the
+    # head loop cannot be) runs many steps per call unless callbacks may want every batch.
+    per_call = 1 if trainer.callbacks else _steps_per_call(batches)
+
+    def prepare_head() -> fit_loop.HeadSteps | None:
+        """Compiles the head and traces its loop: run while the backbone computes features."""
         head.compile(  # the full model's optimizer (loss-scaled for mixed_float16): one state
             optimizer=model.optimizer,
             loss=loss,
@@ -432,6 +432,21 @@ def _fit_cached(
             jit_compile=resolve_jit_compile(trainer.jit_compile, "head"),
             steps_per_execution=per_call,
         )
+        if problem is not None:
+            return None
+        return fit_loop.trace_head(
+            head,
+            cache.train_shape_dataset(),
+            batches,
+            validation=cache.validation_shape_dataset(),
+            class_weight=plan.class_weight,
+        )
+
+    cache.meanwhile = prepare_head
+    with cache:
+        seconds = time.perf_counter() - start
+        info.update(bytes=cache.nbytes, spilled=cache.spilled)
+        validation_ds = cache.validation_dataset()
         epochs = last - initial_epoch
         callbacks = [
             *trainer.callbacks,
@@ -449,6 +464,7 @@ def _fit_cached(
                 callbacks=callbacks,
                 verbose=trainer.verbose,
                 class_weight=plan.class_weight,
+                traced=cache.meanwhile_result,
             )
         else:
             # One iterator for every epoch (the same batches per epoch as one per epoch,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -44,12 +45,14 @@ import tensorflow as tf
 from finetunekit import _compat
 
 __all__ = [
+    "HeadSteps",
     "build_before_fit",
     "class_weight_fn",
     "drive",
     "fit_head",
     "python_logs",
     "symbolic_build",
+    "trace_head",
 ]
 
 logger = logging.getLogger("finetunekit")
@@ -231,6 +234,81 @@ def _steps_function(model: keras.Model, step: Callable[[Any], Any], steps: int) 
     return run
 
 
+@dataclass(frozen=True)
+class HeadSteps:
+    """The compiled functions :func:`fit_head` runs, traced by :func:`trace_head`.
+
+    Attributes:
+        train: runs ``steps`` training steps on batches from an iterator and
+            returns the model's metrics.
+        test: runs one validation pass from an iterator, or ``None`` without
+            validation.
+        steps: training batches per epoch.
+        validation_steps: batches per validation pass (``None`` without validation).
+    """
+
+    train: Any
+    test: Any
+    steps: int
+    validation_steps: int | None
+
+
+def trace_head(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    steps: int,
+    *,
+    validation: tf.data.Dataset | None = None,
+    class_weight: dict[int, float] | None = None,
+) -> HeadSteps:
+    """Builds ``model``'s variables and traces :func:`fit_head`'s functions.
+
+    Only the datasets' ``element_spec`` (and the number of validation batches)
+    are read, never their elements. So the functions can be traced while the
+    data they will train on is still being computed: the feature cache traces
+    the head while the backbone runs over the images
+    (:class:`~finetunekit.training.feature_cache.FeatureCache`).
+
+    Args:
+        model: a compiled model.
+        train: a dataset with the training batches' structure (before class
+            weights are added).
+        steps: batches per epoch.
+        validation: a dataset with the validation batches' structure and
+            number, or ``None``.
+        class_weight: as in ``model.fit``.
+
+    Returns:
+        The traced :class:`HeadSteps`; later calls on iterators of datasets
+        with the same structure run these traces.
+
+    Raises:
+        ValueError: the number of validation batches is unknown.
+
+    Examples:
+        >>> import keras, tensorflow as tf
+        >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> net.compile("sgd", "mse")
+        >>> shape = tf.data.Dataset.from_tensors((tf.zeros((4, 2)), tf.zeros((4, 1))))
+        >>> steps = trace_head(net, shape, 3)
+        >>> steps.train.experimental_get_tracing_count(), steps.test
+        (1, None)
+    """
+    if class_weight is not None:
+        train = train.map(class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
+    symbolic_build(model, train)
+    run_train = _steps_function(model, model.train_step, steps)
+    run_train.get_concrete_function(tf.data.IteratorSpec(train.element_spec))
+    run_test, val_steps = None, None
+    if validation is not None:
+        val_steps = int(validation.cardinality())
+        if val_steps < 0:
+            raise ValueError("fit_head needs validation data with a known number of batches")
+        run_test = _steps_function(model, model.test_step, val_steps)
+        run_test.get_concrete_function(tf.data.IteratorSpec(validation.element_spec))
+    return HeadSteps(run_train, run_test, int(steps), val_steps)
+
+
 def fit_head(
     model: keras.Model,
     train: tf.data.Dataset,
@@ -242,6 +320,7 @@ def fit_head(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: Any = "auto",
     class_weight: dict[int, float] | None = None,
+    traced: HeadSteps | None = None,
 ) -> keras.callbacks.History:
     """``model.fit`` for a compiled model on batches whose count per epoch is known.
 
@@ -263,12 +342,15 @@ def fit_head(
         callbacks: as in ``model.fit``.
         verbose: as in ``model.fit``.
         class_weight: as in ``model.fit``.
+        traced: the functions :func:`trace_head` traced for this model, these
+            datasets' structure and ``class_weight``; ``None`` traces them here.
 
     Returns:
         The ``keras.callbacks.History`` of the run.
 
     Raises:
-        ValueError: the number of validation batches is unknown.
+        ValueError: the number of validation batches is unknown, or ``traced``
+            was traced for other steps or validation batches.
 
     Examples:
         >>> import keras, numpy as np, tensorflow as tf
@@ -278,29 +360,31 @@ def fit_head(
         >>> fit_head(net, data.repeat(3), 2, validation=None, epochs=3, verbose=0).epoch
         [0, 1, 2]
     """
+    if traced is None:
+        traced = trace_head(model, train, steps, validation=validation, class_weight=class_weight)
+    val_steps = None if validation is None else int(validation.cardinality())
+    if (traced.steps, traced.validation_steps) != (steps, val_steps):
+        raise ValueError(
+            f"traced for {traced.steps} steps and {traced.validation_steps} validation batches, "
+            f"but the data has {steps} and {val_steps}"
+        )
     if class_weight is not None:
         train = train.map(class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
-    symbolic_build(model, train)
-    run_train = _steps_function(model, model.train_step, steps)
     train_iterator = iter(train)
 
     def train_epoch(callback_list: keras.callbacks.CallbackList) -> Logs:
         callback_list.on_train_batch_begin(0)
-        logs: Logs = run_train(train_iterator)
+        logs: Logs = traced.train(train_iterator)
         callback_list.on_train_batch_end(steps - 1, logs)
         return logs
 
     evaluate = None
-    if validation is not None:
-        val_steps = int(validation.cardinality())
-        if val_steps < 0:
-            raise ValueError("fit_head needs validation data with a known number of batches")
-        run_test = _steps_function(model, model.test_step, val_steps)
+    if validation is not None and val_steps is not None:
         val_iterator = iter(validation.repeat())
 
         def evaluate(callback_list: keras.callbacks.CallbackList) -> Logs:
             callback_list.on_test_batch_begin(0)
-            logs: Logs = run_test(val_iterator)
+            logs: Logs = traced.test(val_iterator)
             callback_list.on_test_batch_end(val_steps - 1, logs)
             return logs
 

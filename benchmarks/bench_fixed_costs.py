@@ -1,22 +1,29 @@
-"""What tf.data's autotuning costs when an iterator is deleted, and what switching it off costs.
+"""Two fixed costs of the cached frozen phase, each timed with and without finetunekit's fix.
 
-finetunekit switches autotuning off on every dataset it builds
-(``finetunekit/data/options.py``). This script measures why that is worth it
-and that nothing is lost. It times each case with autotuning on (tf.data's
-default) and off, alternating, in this process, and prints medians and their
-ratio::
+1. **tf.data's autotuning.** finetunekit switches it off on every dataset it
+   builds (``finetunekit/data/options.py``): with it on, deleting an iterator
+   that has lived a second or more sometimes waits about a second.
+2. **Tracing the head while the backbone runs.** ``FeatureCache`` computes the
+   features in a worker thread while the engine compiles the head and traces
+   its loop (``fit_loop.trace_head``), instead of one after the other.
 
-    .venv/bin/python benchmarks/bench_teardown.py              # 10 repeats, about 2 minutes
-    .venv/bin/python benchmarks/bench_teardown.py --quick      # smoke run (the tests run it)
-    .venv/bin/python benchmarks/bench_teardown.py --cases feature --repeats 20
+Each case runs its two modes alternately, in this process, and the script prints
+the medians and their ratio (the slower way over finetunekit's way)::
 
-The cases:
+    .venv/bin/python benchmarks/bench_fixed_costs.py             # 10 repeats, about 8 minutes
+    .venv/bin/python benchmarks/bench_fixed_costs.py --quick     # smoke run (the tests run it)
+    .venv/bin/python benchmarks/bench_fixed_costs.py --cases phase,overlap --repeats 12
+
+The cases (modes: ``autotune`` / ``off`` unless said otherwise):
 
 * ``cached phase``: finetunekit's whole frozen phase on cached features,
   MobileNetV3Small (``weights=None``) at 96x96, 1,024 training and 256
   validation images, 10 epochs, timed as ``bench_finetune.py --curve`` times
   it (``result.timings``: all but building). The "autotune" side leaves
   autotuning on in finetunekit's datasets for that run.
+* ``overlap`` (modes ``sequential`` / ``overlapped``): the same phase; the
+  "sequential" side runs the feature pass and then the head's compile and
+  trace, as before the overlap.
 * ``feature pass``: the cached phase's feature pass. MobileNetV3Small
   (``weights=None``) at 96x96 runs on the 1,280 images of
   ``DatasetAdapter.inputs_dataset`` in batches of 151, traced afresh in each
@@ -31,7 +38,8 @@ The cases:
 * ``decode``: 2,048 JPEGs (256x256) decoded and resized to 160x160 in a
   parallel map, batched by 32 and prefetched.
 
-The "on" side is the same dataset with ``autotune.enabled`` set back to True.
+In the other cases, the "autotune" side is the same dataset with
+``autotune.enabled`` set back to True.
 """
 
 from __future__ import annotations
@@ -52,7 +60,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-MODES = ("autotune", "off")
+TEARDOWN = ("autotune", "off")  # each case's modes: the slower way first
+OVERLAP = ("sequential", "overlapped")
 SIZES: dict[str, dict[str, int]] = {
     "full": {"repeats": 10, "phase_images": 1024, "images": 1280, "size": 96,
              "fit_examples": 1024, "width": 2048, "epochs": 6, "sleepers": 64, "jpegs": 2048},
@@ -61,6 +70,7 @@ SIZES: dict[str, dict[str, int]] = {
 }  # fmt: skip
 CASES = {
     "phase": "cached phase",
+    "overlap": "overlap",
     "feature": "feature pass",
     "fit": "fit",
     "parallel": "parallel map",
@@ -125,12 +135,22 @@ def cached_phase(cfg: dict[str, int], quick: bool) -> Callable[[str], dict[str, 
     training images), as ``bench_finetune.py --curve`` times it: its seconds after building.
 
     The "autotune" side swaps ``without_autotune`` in ``finetunekit.data.adapter`` for a
-    function that leaves the dataset as it is, for that run only.
+    function that leaves the dataset as it is; the "sequential" side runs the
+    ``FeatureCache``'s work for the calling thread after its feature pass. Each only for
+    that run.
     """
     import keras
 
     import finetunekit as ftk
     from finetunekit.data import adapter
+    from finetunekit.training import feature_cache
+
+    overlapped_build = feature_cache.FeatureCache.build
+
+    def sequential_build(cache: Any) -> None:
+        meanwhile, cache.meanwhile = cache.meanwhile, None
+        overlapped_build(cache)
+        cache.meanwhile_result = meanwhile() if meanwhile is not None else None
 
     n, size = cfg["phase_images"], cfg["size"]
     rng = np.random.default_rng(3)
@@ -142,13 +162,16 @@ def cached_phase(cfg: dict[str, int], quick: bool) -> Callable[[str], dict[str, 
         if quick:
             keras.utils.set_random_seed(0)
             backbone = ftk.Backbone.from_model(
-                keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(4, 3)])
+                keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(4, 3)]),
+                preprocessing="none",
             )
         else:
             backbone = ftk.Backbone("mobilenet_v3_small", weights=None, input_shape=(size, size, 3))
         kept = adapter.without_autotune
         if mode == "autotune":
             adapter.without_autotune = lambda ds: ds  # type: ignore[assignment]
+        if mode == "sequential":
+            feature_cache.FeatureCache.build = sequential_build  # type: ignore[method-assign]
         try:
             result = (
                 ftk.FineTuner()
@@ -163,6 +186,7 @@ def cached_phase(cfg: dict[str, int], quick: bool) -> Callable[[str], dict[str, 
             )
         finally:
             adapter.without_autotune = kept
+            feature_cache.FeatureCache.build = overlapped_build  # type: ignore[method-assign]
         assert result.info["feature_cache"]["used"], result.info["feature_cache"]
         return {"seconds": result.timings["total"] - result.timings["build"]}
 
@@ -243,50 +267,56 @@ def decode(cfg: dict[str, int]) -> Callable[[str], dict[str, float]]:
     return run
 
 
-def measure(run: Callable[[str], dict[str, float]], repeats: int) -> dict[str, Any]:
-    """Runs both modes ``repeats`` times, alternating which goes first; medians and the ratio.
+def measure(
+    run: Callable[[str], dict[str, float]], repeats: int, modes: tuple[str, str] = TEARDOWN
+) -> dict[str, Any]:
+    """Runs both ``modes`` ``repeats`` times, alternating which goes first; medians and the
+    ratio of the first mode's median over the second's.
 
     Example:
         >>> out = measure(lambda mode: {"seconds": 2.0 if mode == "autotune" else 1.0}, 2)
         >>> out["median"], out["ratio"]
         ({'autotune': 2.0, 'off': 1.0}, 2.0)
     """
-    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for r in range(repeats):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:
+        for mode in modes if r % 2 == 0 else modes[::-1]:
             runs[mode].append(run(mode))
-    median = {m: statistics.median(v["seconds"] for v in runs[m]) for m in MODES}
-    out: dict[str, Any] = {"runs": runs, "median": median}
-    out["ratio"] = median["autotune"] / median["off"]
-    if "delete" in runs["off"][0]:
-        out["delete_median"] = {m: statistics.median(v["delete"] for v in runs[m]) for m in MODES}
-        out["slow_deletes"] = {m: sum(v["delete"] > SLOW_DELETE_S for v in runs[m]) for m in MODES}
+    median = {m: statistics.median(v["seconds"] for v in runs[m]) for m in modes}
+    out: dict[str, Any] = {"modes": list(modes), "runs": runs, "median": median}
+    out["ratio"] = median[modes[0]] / median[modes[1]]
+    if "delete" in runs[modes[1]][0]:
+        out["delete_median"] = {m: statistics.median(v["delete"] for v in runs[m]) for m in modes}
+        out["slow_deletes"] = {m: sum(v["delete"] > SLOW_DELETE_S for v in runs[m]) for m in modes}
     return out
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    """The figures as Markdown: median seconds per mode and on / off.
+    """The figures as Markdown: each mode's median seconds and their ratio.
 
     Example:
-        >>> row = {"median": {"autotune": 2.0, "off": 1.0}, "ratio": 2.0, "runs": {"off": [1]}}
+        >>> row = {"modes": ["autotune", "off"], "median": {"autotune": 2.0, "off": 1.0},
+        ...        "ratio": 2.0, "runs": {"off": [1]}}
         >>> print(table({"fit": row}).splitlines()[2])
-        | fit | 2.000 | 1.000 | 2.00x |  |
+        | fit | autotune / off | 2.000 | 1.000 | 2.00x |  |
     """
     lines = [
-        "| case | autotune on, s | autotune off, s | on / off | deleting the iterator |",
-        "|---|---|---|---|---|",
+        "| case | modes | first, s | second, s | first / second | deleting the iterator |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        first, second = r["modes"]
         note = ""
         if "delete_median" in r:
-            d, slow, n = r["delete_median"], r["slow_deletes"], len(r["runs"]["off"])
+            d, slow, n = r["delete_median"], r["slow_deletes"], len(r["runs"][second])
             note = (
-                f"median {d['autotune']:.3f} s on, {d['off']:.3f} s off; over "
-                f"{SLOW_DELETE_S} s: {slow['autotune']} of {n} on, {slow['off']} of {n} off"
+                f"median {d[first]:.3f} s {first}, {d[second]:.3f} s {second}; over "
+                f"{SLOW_DELETE_S} s: {slow[first]} of {n} {first}, {slow[second]} of {n} {second}"
             )
         med = r["median"]
         lines.append(
-            f"| {name} | {med['autotune']:.3f} | {med['off']:.3f} | {r['ratio']:.2f}x | {note} |"
+            f"| {name} | {first} / {second} | {med[first]:.3f} | {med[second]:.3f} | "
+            f"{r['ratio']:.2f}x | {note} |"
         )
     return "\n".join(lines)
 
@@ -306,10 +336,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import absl.logging
 
     absl.logging.set_verbosity("error")  # "Changing the value of option enabled" per "on" run
+    tf.get_logger().setLevel("ERROR")  # the feature pass is traced afresh on purpose
     cfg = dict(SIZES["quick" if args.quick else "full"])
     repeats = args.repeats or cfg["repeats"]
     makers = {
         "cached phase": lambda: cached_phase(cfg, args.quick),
+        "overlap": lambda: cached_phase(cfg, args.quick),
         "feature pass": lambda: feature_pass(cfg, args.quick),
         "fit": lambda: fit_epochs(cfg),
         "parallel map": lambda: parallel_map(cfg),
@@ -318,7 +350,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chosen = [CASES[c] for c in args.cases.split(",")]
     results = {}
     for name in chosen:
-        results[name] = measure(makers[name](), repeats)
+        modes = OVERLAP if name == "overlap" else TEARDOWN
+        results[name] = measure(makers[name](), repeats, modes)
         print(f"{name}: {results[name]['median']}", flush=True)
     out = {"config": cfg, "repeats": repeats, "cases": results, "table": table(results)}
     print(out["table"])
