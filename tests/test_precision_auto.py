@@ -246,7 +246,8 @@ def test_auto_fit_runs_each_phase_in_the_policy_it_measured_faster(monkeypatch):
     monkeypatch.setattr(compute, "AUTO_MIN_STEPS", 0)
     calls: list[str] = []
 
-    def timings(model: keras.Model, batch_size: int, apply: Any) -> dict[str, float]:
+    def timings(model: keras.Model, batch_size: int, apply: Any, **kw: Any) -> dict[str, float]:
+        assert kw == {"agree": compute.AUTO_MIN_SPEEDUP}  # two agreeing rounds are enough
         calls.append(model.name)
         bf16 = 2.0 if model.name.endswith("_head") else 0.5
         return {"float32": 1.0, "mixed_bfloat16": bf16}
@@ -278,3 +279,44 @@ def test_auto_fit_counts_each_phase_steps_and_skips_short_phases(monkeypatch):
     info = result.info["precision"]
     assert info["phase1"]["reason"] == "too short to gain: 6 training steps < 64"
     assert info["phase2"]["reason"] == "too short to gain: 3 training steps < 64"
+
+
+class _ScriptedClock:
+    """A clock whose consecutive (start, end) readings take the scripted seconds, in order."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations = list(durations)
+        self.reads = 0
+        self.now = 0.0
+        self._start = True
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if not self._start:
+            self.now += self.durations.pop(0)
+        self._start = not self._start
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("durations", "rounds", "medians"),
+    [
+        # float32, bfloat16 per round: both rounds 2x -> the decision is made after two
+        ([1.0, 0.5, 1.2, 0.6], 2, {"float32": 1.1, "mixed_bfloat16": 0.55}),
+        # both rounds level -> float32 either way, two rounds
+        ([1.0, 1.0, 1.0, 0.95], 2, {"float32": 1.0, "mixed_bfloat16": 0.975}),
+        # the rounds disagree (2x, then level) -> a third round, medians of three
+        ([1.0, 0.5, 1.0, 1.0, 1.0, 0.6], 3, {"float32": 1.0, "mixed_bfloat16": 0.6}),
+    ],
+)
+def test_measure_policies_stops_once_two_rounds_agree(durations, rounds, medians):
+    """With ``agree``, two rounds on the same side of the threshold end the measurement; rounds
+    on both sides get a third. The medians are those of the rounds run (hand-computed)."""
+    clock = _ScriptedClock(durations)
+    net = _auto_model()
+    seconds = measure_policies(net, 2, lambda policy: None, agree=1.1, clock=clock)
+    assert clock.reads == 4 * rounds  # start and end of each policy's step, per round
+    assert seconds == pytest.approx(medians)
+    clock = _ScriptedClock([1.0, 0.5] * 3)
+    measure_policies(net, 2, lambda policy: None, clock=clock)  # no agree: every round
+    assert clock.reads == 12

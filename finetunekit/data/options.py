@@ -3,18 +3,20 @@
 tf.data's autotuning runs a model thread beside each iterator, which tunes
 buffer sizes and parallelism. Deleting an iterator that has lived about a
 second or longer sometimes waits about a second for that thread. Measured on 2
-CPU cores (TensorFlow 2.21), on the feature pass of 1,280 images of 96x96
-(MobileNetV3Small, about 1.5 s): deleting its iterator took 1.0-1.1 s in 7
-of 16 passes, and under 0.002 s in all 16 with autotuning off. Keras' ``fit``
-deletes two iterators per epoch and ``predict`` one per call, so the wait
-can come back at every epoch. A dense network with 1 s epochs took 8.4 and
-9.2 s for 6 epochs with autotuning, and 7.1 and 7.0 s without it.
+CPU cores (TensorFlow 2.21) in the cached phase's feature pass over 1,280
+images of 96x96 (MobileNetV3Small, about 1.5 s): deleting its iterator took
+1.05-1.13 s in 6 of 16 passes, and under 0.005 s in all 16 with
+autotuning off. Keras' ``fit`` deletes two iterators per epoch and
+``predict`` one per call, so the wait can come back at every epoch: ``fit``
+of a dense network for 6 epochs of about a second took 6.7 s with autotuning
+and 4.8 s without it.
 
 Switching autotuning off keeps ``num_parallel_calls=AUTOTUNE`` and
-``prefetch(AUTOTUNE)`` working. A map that sleeps 50 ms per element ran 64
-elements in 1.66-1.67 s either way (2 calls at a time on 2 cores), and
-decoding and resizing 2,048 JPEGs took 1.15-1.21 s without autotuning against
-1.20-1.41 s with it. The figures come from ``benchmarks/bench_fixed_costs.py``.
+``prefetch(AUTOTUNE)`` working. A map whose 64 calls each sleep 50 ms took
+1.65 s either way (2 calls at a time on 2 cores), and decoding and resizing
+2,048 JPEGs in a parallel map took 0.98 s without autotuning against 1.15 s
+with it. The figures come from ``benchmarks/bench_fixed_costs.py``
+(docs/performance.md, "Deleting tf.data iterators").
 """
 
 from __future__ import annotations

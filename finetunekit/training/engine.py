@@ -133,7 +133,9 @@ class TrainingRun:
         history: Keras-style ``{metric: [value per epoch]}`` over both phases,
             with ``"phase"`` (1 or 2) and ``"epoch"`` lists marking each epoch.
         timings: wall seconds per phase (``"phase1"``, ``"phase2"``); with the
-            feature cache also ``"feature_cache"`` (included in ``"phase1"``).
+            feature cache also ``"feature_cache"`` (included in ``"phase1"``:
+            the feature pass, and the head's compile and trace that run
+            alongside it).
         trainable_params: trainable parameter count per phase.
         resumed_from: ``None`` for a fresh run; after a restart from
             ``checkpoint_dir``: ``{"phase", "epoch", "epochs_done"}`` of the last
