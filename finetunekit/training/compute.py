@@ -413,8 +413,8 @@ def measure_policies(
     on a synthetic batch of ``batch_size``. Each policy is traced once, then
     the two alternate for up to ``repeats`` rounds. With ``agree``, the
     measurement stops after two rounds when both rounds put the float32 /
-    bfloat16 ratio on the same side of ``agree`` (the decision could not
-    change); a third round breaks a tie. On ResNet50 at batch 32 that saves
+    bfloat16 ratio on the same side of ``agree`` (both already point to one
+    choice); a third round breaks a tie. On ResNet50 at batch 32 that saves
     about 1.2 s. Nothing of the model changes: its non-trainable state
     (BatchNorm statistics, seed generators) is restored.
 
