@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 
 import keras
@@ -411,8 +412,6 @@ def _features(cache, which: int) -> np.ndarray:
 def test_the_feature_pass_runs_in_a_worker_while_meanwhile_runs_in_the_calling_thread():
     """With ``meanwhile``, the backbone runs in a worker thread, ``meanwhile`` in this one (its
     result kept), and the features are the same as without it: 2x the inputs, in order."""
-    import threading
-
     split, data, expected = _cache_inputs()
     val_split = data.split(0.25, seed=0)
     threads = {}
@@ -449,8 +448,6 @@ def test_the_feature_pass_runs_in_a_worker_while_meanwhile_runs_in_the_calling_t
 def test_an_error_in_meanwhile_stops_the_pass_and_deletes_the_cache():
     """``meanwhile`` failing: the error reaches the caller after the worker stopped (within a
     batch), and nothing is left behind (spilled features' folder deleted)."""
-    import threading
-
     split, data, _ = _cache_inputs(8 * 256)  # 8 batches: the pass uses batches of 256 here
     batches = []
     started = threading.Event()

@@ -418,7 +418,8 @@ def _fit_cached(
     )
     batches = cache.train_steps
     one_iterator = cache.replays_epochs()
-    problem = _head_loop_problem(trainer, one_iterator, cache.validation_shape_dataset())
+    validation_shape = cache.validation_shape_dataset()  # structure only: no features yet
+    problem = _head_loop_problem(trainer, one_iterator, validation_shape)
     info["head_loop"] = "finetunekit" if problem is None else f"keras fit: {problem}"
     # A head step takes about a millisecond, so fit's fixed and per-step Python costs
     # dominate: finetunekit's head loop runs an epoch per call; Keras' fit (used when the
@@ -440,7 +441,7 @@ def _fit_cached(
             head,
             cache.train_shape_dataset(),
             batches,
-            validation=cache.validation_shape_dataset(),
+            validation=validation_shape,
             class_weight=plan.class_weight,
         )
 

@@ -364,16 +364,16 @@ def fit_head(
         >>> fit_head(net, data.repeat(3), 2, validation=None, epochs=3, verbose=0).epoch
         [0, 1, 2]
     """
+    if class_weight is not None:
+        train = train.map(class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
     if traced is None:
-        traced = trace_head(model, train, steps, validation=validation, class_weight=class_weight)
+        traced = trace_head(model, train, steps, validation=validation)  # weights added above
     val_steps = None if validation is None else int(validation.cardinality())
     if (traced.steps, traced.validation_steps) != (steps, val_steps):
         raise ValueError(
             f"traced for {traced.steps} steps and {traced.validation_steps} validation batches, "
             f"but the data has {steps} and {val_steps}"
         )
-    if class_weight is not None:
-        train = train.map(class_weight_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
     train_iterator = iter(train)
 
     def train_epoch(callback_list: keras.callbacks.CallbackList) -> Logs:
